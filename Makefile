@@ -1,0 +1,63 @@
+# invcap: `make paper` runs the study, `make test` checks it. Both set themselves up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+KERNEL := invcap
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# Offline by design: the sentence model ships inside a pip package, nothing is downloaded.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+NB_TIMEOUT ?= 1800
+
+.PHONY: help setup paper test test-unit test-notebooks bench lab clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv, install the pinned requirements and invcap (editable), register the Jupyter kernel
+
+# Re-runs only when the pins or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (invcap)" >/dev/null
+	@touch $(STAMP)
+	@echo "setup done: $(VENV) with kernel '$(KERNEL)'"
+
+paper: setup ## execute every notebook in order (papermill, in place): regenerates figures/ and results/
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(PY) -m papermill --kernel $(KERNEL) --cwd notebooks --execution-timeout $(NB_TIMEOUT) \
+	    --no-progress-bar "$$nb" "$$nb" || exit 1; \
+	  $(PY) -m invcap.notebook_tools strip "$$nb" || exit 1; \
+	done
+
+test: setup test-unit test-notebooks ## run pytest on tests/ and nbval on every notebook
+
+test-unit: setup
+	$(PY) -m pytest -q tests
+
+# nbval re-executes each notebook and compares the cells marked NBVAL_CHECK_OUTPUT. Figures and
+# results from this re-run go to a scratch folder, so the committed artifacts stay untouched.
+test-notebooks: setup
+	@out=$$(mktemp -d); echo "nbval artifacts -> $$out"; \
+	INVCAP_OUTPUT_DIR=$$out $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout $(NB_TIMEOUT) $(NOTEBOOKS)
+
+bench: setup ## benchmarks (results/bench_*.json)
+	$(PY) -m invcap.bench
+
+lab: setup ## JupyterLab on the invcap kernel
+	$(VENV)/bin/jupyter lab notebooks
+
+clean: ## remove the environment and caches (keeps committed figures/ and results/)
+	rm -rf $(VENV) .cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

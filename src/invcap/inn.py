@@ -1,0 +1,321 @@
+"""The paper's invertible network (section 3.1), in the style of nflows' transforms.
+
+Each piece has ``forward``, ``inverse`` and its log-determinant:
+
+- ``LULinear``: y = x W^T + b with W = L U. L is unit lower-triangular with learnable strictly
+  lower entries; U is upper-triangular with learnable strictly upper entries and a diagonal
+  k_i that is fixed and non-zero (the paper), or learnable as sign * exp(log_scale) (Glow /
+  nflows variant). det W = prod k_i, so W can never become singular. The inverse is two
+  triangular solves, never an explicit matrix inverse.
+- ``InvertibleLeakyReLU``: slope ``negative_slope`` (> 0) below zero, inverse with 1/slope.
+- ``InvertibleMLP``: ``depth`` LU layers with a LeakyReLU between consecutive layers (and,
+  with ``final_activation=True``, after the last one, as in the paper's formula).
+
+Everything works in float32 and float64, on CPU and CUDA, with autograd through both
+directions. Bad input raises ``ValueError`` naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LULinear", "InvertibleLeakyReLU", "InvertibleMLP", "LayerConditioning", "Conditioning"]
+
+
+def _check_input(x: torch.Tensor, features: int, what: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[-1] != features:
+        raise ValueError(f"{what} has shape {tuple(x.shape)} but the network has {features} features: "
+                         f"the last dimension must be {features}")
+    if not x.is_floating_point():
+        raise ValueError(f"{what} has dtype {x.dtype}; use a floating dtype (float32 or float64)")
+    # A NaN/Inf anywhere makes the sum non-finite: one cheap reduction instead of an elementwise
+    # mask on every call; the exact count is only computed when something is wrong.
+    if not bool(torch.isfinite(x.sum())):
+        bad = int((~torch.isfinite(x)).sum())
+        if bad == 0:  # the sum overflowed on finite values
+            return
+        raise ValueError(f"{what} contains {bad} NaN/Inf value(s); clean the input before calling the network")
+
+
+def _as_diagonal(diagonal: float | torch.Tensor, features: int) -> torch.Tensor:
+    diag = torch.as_tensor(diagonal, dtype=torch.get_default_dtype()).detach().clone()
+    if diag.dim() == 0:
+        diag = diag.expand(features).clone()
+    if diag.shape != (features,):
+        raise ValueError(f"diagonal must be a float or a 1-D tensor of {features} values k_i, "
+                         f"got shape {tuple(diag.shape)}")
+    if not bool(torch.isfinite(diag).all()):
+        raise ValueError("diagonal contains NaN/Inf; every k_i must be a finite non-zero number")
+    zeros = (diag == 0).nonzero().flatten().tolist()
+    if zeros:
+        raise ValueError(f"diagonal k_i must be non-zero (det W = prod k_i), but k_i = 0 at index(es) "
+                         f"{zeros[:10]}{'...' if len(zeros) > 10 else ''}")
+    return diag
+
+
+class LULinear(nn.Module):
+    """y = x W^T + b with W = L U (see the module docstring).
+
+    Args:
+        features: width n (input and output), >= 1.
+        diagonal: the k_i, a non-zero float or a 1-D tensor of n non-zero values.
+        learn_diagonal: False (paper): k is a fixed buffer. True: k = sign(k0) * exp(log_scale)
+            with log_scale learnable, initialised at log|k0|; never zero.
+        bias: learn b (initialised at 0).
+        log_scale_bound: with ``learn_diagonal``, squash log_scale into (-bound, bound) by
+            bound * tanh(raw / bound), which bounds how far |k_i| can move from 1.
+        init_std: standard deviation of the initial off-diagonal entries divided by sqrt(n);
+            0 (default) starts at W = diag(k).
+    """
+
+    def __init__(self, features: int, diagonal: float | torch.Tensor = 1.0, learn_diagonal: bool = False,
+                 bias: bool = True, log_scale_bound: float | None = None, init_std: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be an int >= 1, got {features!r}")
+        if log_scale_bound is not None and not (log_scale_bound > 0):
+            raise ValueError(f"log_scale_bound must be positive or None, got {log_scale_bound}")
+        self.features = features
+        self.learn_diagonal = learn_diagonal
+        self.log_scale_bound = log_scale_bound
+        diag = _as_diagonal(diagonal, features)
+
+        n_off = features * (features - 1) // 2
+        rows, cols = torch.tril_indices(features, features, offset=-1)
+        # flat indices into an n*n matrix: strictly lower for L, the transpose positions for U
+        self.register_buffer("_lower_index", rows * features + cols, persistent=False)
+        self.register_buffer("_upper_index", cols * features + rows, persistent=False)
+        scale = init_std / math.sqrt(features)
+        self.lower_entries = nn.Parameter(torch.randn(n_off) * scale if scale else torch.zeros(n_off))
+        self.upper_entries = nn.Parameter(torch.randn(n_off) * scale if scale else torch.zeros(n_off))
+        if learn_diagonal:
+            self.register_buffer("diagonal_sign", torch.sign(diag))
+            log_abs = diag.abs().log()
+            if log_scale_bound is not None:
+                if bool((log_abs.abs() >= log_scale_bound).any()):
+                    raise ValueError(f"|log|k_i|| must be below log_scale_bound={log_scale_bound} at start")
+                log_abs = log_scale_bound * torch.atanh(log_abs / log_scale_bound)
+            self.log_scale = nn.Parameter(log_abs)
+        else:
+            self.register_buffer("fixed_diagonal", diag)
+        self.bias = nn.Parameter(torch.zeros(features)) if bias else None
+
+    # --- the pieces of W -------------------------------------------------------------------
+    @property
+    def diagonal(self) -> torch.Tensor:
+        """The k_i currently in use (fixed, or sign * exp(log_scale))."""
+        if not self.learn_diagonal:
+            return self.fixed_diagonal
+        log_scale = self.log_scale
+        if self.log_scale_bound is not None:
+            log_scale = self.log_scale_bound * torch.tanh(log_scale / self.log_scale_bound)
+        return self.diagonal_sign * torch.exp(log_scale)
+
+    def _log_abs_diagonal(self) -> torch.Tensor:
+        if not self.learn_diagonal:
+            return self.fixed_diagonal.abs().log()
+        if self.log_scale_bound is not None:
+            return self.log_scale_bound * torch.tanh(self.log_scale / self.log_scale_bound)
+        return self.log_scale
+
+    def _scatter(self, entries: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        n = self.features
+        flat = torch.zeros(n * n, dtype=entries.dtype, device=entries.device)
+        return flat.scatter(0, index, entries).view(n, n)
+
+    @property
+    def lower(self) -> torch.Tensor:
+        """L: unit lower-triangular."""
+        eye = torch.eye(self.features, dtype=self.lower_entries.dtype, device=self.lower_entries.device)
+        return self._scatter(self.lower_entries, self._lower_index) + eye
+
+    @property
+    def upper(self) -> torch.Tensor:
+        """U: upper-triangular with the k_i on its diagonal."""
+        diag = self.diagonal.to(self.upper_entries.dtype)
+        return self._scatter(self.upper_entries, self._upper_index) + torch.diag(diag)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense W = L @ U, shape (features, features)."""
+        return self.lower @ self.upper
+
+    def log_abs_det(self) -> torch.Tensor:
+        """log|det W| = sum_i log|k_i| (a scalar)."""
+        return self._log_abs_diagonal().sum()
+
+    # --- the two directions ---------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.features, "LULinear input")
+        return self._forward(x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        _check_input(y, self.features, "LULinear.inverse input")
+        return self._inverse(y)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One dense W costs n^3 once per call; the batch then costs one matmul, which is what
+        # makes the layer as fast as an ordinary linear layer for batches larger than n.
+        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        # Solve X (L U)^T = Y - b, i.e. X U^T L^T = Y - b, with two triangular solves from the right.
+        if self.bias is not None:
+            y = y - self.bias.to(y.dtype)
+        shape = y.shape
+        rhs = y.reshape(-1, self.features)
+        lower, upper = self.lower.to(y.dtype), self.upper.to(y.dtype)
+        z = torch.linalg.solve_triangular(lower.T, rhs, upper=True, left=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(upper.T, z, upper=False, left=False)
+        return x.reshape(shape)
+
+    def extra_repr(self) -> str:
+        kind = "learnable" if self.learn_diagonal else "fixed"
+        return f"features={self.features}, diagonal={kind}, bias={self.bias is not None}"
+
+
+class InvertibleLeakyReLU(nn.Module):
+    """LeakyReLU with a strictly positive slope, so it is a bijection of the reals.
+
+    forward: x if x >= 0 else slope * x; inverse: y if y >= 0 else y / slope.
+    ``log_abs_det_jacobian(x)`` = log(slope) * (number of entries <= 0), per sample.
+    """
+
+    def __init__(self, negative_slope: float = 0.5) -> None:
+        super().__init__()
+        slope = float(negative_slope)
+        if not math.isfinite(slope) or slope <= 0:
+            raise ValueError(f"negative_slope must be a finite number > 0 for LeakyReLU to be invertible, "
+                             f"got {negative_slope!r}")
+        self.negative_slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(y, 1.0 / self.negative_slope)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample log|det J| at the input x, shape x.shape[:-1]. At x = 0 the slope is taken
+        as ``negative_slope``, the same convention as torch's autograd for leaky_relu."""
+        return (x <= 0).sum(dim=-1).to(x.dtype) * math.log(self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+@dataclass
+class LayerConditioning:
+    """Singular-value summary of one W (computed in float64)."""
+
+    index: int
+    sigma_min: float
+    sigma_max: float
+    condition_number: float
+    log_abs_det: float
+
+
+@dataclass
+class Conditioning:
+    """Per-layer conditioning and Lipschitz bounds of the whole network.
+
+    ``inverse_lipschitz_bound`` = prod_i 1/sigma_min(W_i) * max(1, 1/slope)^m and
+    ``forward_lipschitz_bound`` = prod_i sigma_max(W_i) * max(1, slope)^m, with m activations:
+    ||f^-1(y1) - f^-1(y2)|| <= inverse_lipschitz_bound * ||y1 - y2||.
+    """
+
+    layers: list[LayerConditioning] = field(default_factory=list)
+    inverse_lipschitz_bound: float = 1.0
+    forward_lipschitz_bound: float = 1.0
+
+    @property
+    def max_condition_number(self) -> float:
+        return max(layer.condition_number for layer in self.layers)
+
+    def as_rows(self) -> list[dict]:
+        return [vars(layer).copy() for layer in self.layers]
+
+
+class InvertibleMLP(nn.Module):
+    """``depth`` LULinear layers with InvertibleLeakyReLU between them.
+
+    f(x) = A_depth(s(... s(A_1 x)))  (plus a last s when ``final_activation``), and
+    f^-1 runs the pieces backwards with their inverses.
+    """
+
+    def __init__(self, features: int, depth: int, negative_slope: float = 0.5,
+                 diagonal: float | torch.Tensor = 1.0, learn_diagonal: bool = False, bias: bool = True,
+                 final_activation: bool = False, log_scale_bound: float | None = None,
+                 init_std: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+        self.features = features
+        self.depth = depth
+        self.final_activation = final_activation
+        self.linears = nn.ModuleList(
+            LULinear(features, diagonal=diagonal, learn_diagonal=learn_diagonal, bias=bias,
+                     log_scale_bound=log_scale_bound, init_std=init_std)
+            for _ in range(depth))
+        self.activation = InvertibleLeakyReLU(negative_slope)
+
+    @property
+    def n_activations(self) -> int:
+        return self.depth if self.final_activation else self.depth - 1
+
+    def _has_activation_after(self, i: int) -> bool:
+        return i < self.depth - 1 or self.final_activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.features, "InvertibleMLP input")
+        for i, linear in enumerate(self.linears):
+            x = linear._forward(x)
+            if self._has_activation_after(i):
+                x = self.activation(x)
+        return x
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        _check_input(y, self.features, "InvertibleMLP.inverse input")
+        for i in reversed(range(self.depth)):
+            if self._has_activation_after(i):
+                y = self.activation.inverse(y)
+            y = self.linears[i]._inverse(y)
+        return y
+
+    def log_abs_det_jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample log|det df/dx| at x, shape x.shape[:-1]."""
+        _check_input(x, self.features, "InvertibleMLP input")
+        total = x.new_zeros(x.shape[:-1])
+        for i, linear in enumerate(self.linears):
+            x = linear._forward(x)
+            total = total + linear.log_abs_det().to(x.dtype)
+            if self._has_activation_after(i):
+                total = total + self.activation.log_abs_det_jacobian(x)
+                x = self.activation(x)
+        return total
+
+    @torch.no_grad()
+    def conditioning(self) -> Conditioning:
+        """Singular values of every W (float64) and the network's Lipschitz bounds."""
+        slope = self.activation.negative_slope
+        layers, inv_log, fwd_log = [], 0.0, 0.0
+        for i, linear in enumerate(self.linears):
+            weight = linear.weight.detach().double()
+            sv = torch.linalg.svdvals(weight)
+            s_max, s_min = float(sv[0]), float(sv[-1])
+            layers.append(LayerConditioning(i, s_min, s_max, s_max / s_min, float(linear.log_abs_det())))
+            inv_log += -math.log(s_min)
+            fwd_log += math.log(s_max)
+        inv_log += self.n_activations * max(0.0, -math.log(slope))
+        fwd_log += self.n_activations * max(0.0, math.log(slope))
+        return Conditioning(layers, math.exp(min(inv_log, 700.0)), math.exp(min(fwd_log, 700.0)))
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, depth={self.depth}, final_activation={self.final_activation}"

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+import torch
+
+from invcap.io import save_torch_atomic, write_csv_atomic, write_json_atomic
+from invcap.repro import resolve_device, run_record, seed_everything
+
+
+def test_same_seed_same_numbers():
+    seed_everything(7)
+    a = torch.randn(5)
+    seed_everything(7)
+    assert torch.equal(a, torch.randn(5))
+    assert torch.get_num_threads() == 2 or torch.get_num_threads() >= 1
+
+
+def test_bad_seed_and_device():
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(-1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            resolve_device("cuda")
+    assert resolve_device("auto").type in {"cpu", "cuda"}
+
+
+def test_run_record_fields():
+    record = run_record({"lr": 1e-3}, seed=3, device="cpu")
+    assert set(record) >= {"config", "seed", "versions", "device", "git_commit"}
+    assert record["versions"]["torch"] == torch.__version__
+
+
+def test_atomic_writers_leave_no_temporaries(tmp_path):
+    write_json_atomic(tmp_path / "a.json", {"x": torch.tensor(1.5), "y": [1, 2]})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1.5, "y": [1, 2]}
+    write_csv_atomic(tmp_path / "b.csv", [{"a": 1, "b": 2}], ["a", "b"])
+    assert (tmp_path / "b.csv").read_text().splitlines() == ["a,b", "1,2"]
+    save_torch_atomic({"w": torch.ones(2)}, tmp_path / "c.pt")
+    assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.csv", "c.pt"]
