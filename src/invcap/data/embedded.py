@@ -1,0 +1,268 @@
+"""The embedded default dataset: captioned images generated procedurally, so that `make paper`
+needs no download, no GPU and no internet.
+
+Each image shows one object on a dark background. The object has four attributes, each with a
+few values (``ATTRIBUTES``): shape, colour, size and position (an image quadrant). Small random
+jitter (position, size, colour, background brightness) makes images of the same attributes
+differ, but never enough to make an attribute ambiguous: positions stay inside their quadrant
+and sizes keep a gap between classes. Every image gets five captions in varied wording that all
+state every attribute, like Flickr30k's five captions per image.
+
+Splits: ``train`` / ``val`` / ``test`` draw from the same attribute combinations; the
+``compositional`` split uses combinations that never occur in the other splits (one
+(shape, colour) pair per shape and per colour is held out, at every size and position), so
+every single attribute value is seen in training but not these pairings.
+
+``make_embedded_dataset`` writes it in Flickr30k's own layout, so the Flickr30k loader is the
+path the default run uses: ``flickr30k_images/*.png``, the Kaggle ``results.csv`` (header
+``image_name| comment_number| comment``), a Karpathy-style ``dataset_flickr30k.json`` carrying
+the splits, plus ``attributes.json`` (file name -> attributes) for attribute-level scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ATTRIBUTES", "HOLDOUT_PAIRS", "SPLIT_SIZES", "render", "render_batch", "describe",
+    "all_combinations", "compositional_holdout", "split_combinations", "make_embedded_dataset",
+]
+
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": ("circle", "square", "triangle", "cross"),
+    "colour": ("red", "green", "blue", "yellow"),
+    "size": ("small", "medium", "large"),
+    "position": ("top left", "top right", "bottom left", "bottom right"),
+}
+
+# (shape, colour) pairs never shown in train/val/test: a Latin square, so every shape and every
+# colour loses exactly one partner and all single values stay in training.
+HOLDOUT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("circle", "red"), ("square", "green"), ("triangle", "blue"), ("cross", "yellow"))
+
+# Images per split in the default dataset: a few thousand train images, so later notebooks can
+# train in a minute or two on 2 CPU cores.
+SPLIT_SIZES: dict[str, int] = {"train": 3600, "val": 480, "test": 480, "compositional": 480}
+
+_RGB = {"red": (0.90, 0.15, 0.15), "green": (0.15, 0.75, 0.20),
+        "blue": (0.20, 0.35, 0.95), "yellow": (0.95, 0.85, 0.15)}
+_HALF_EXTENT = {"small": 0.09, "medium": 0.145, "large": 0.20}  # fraction of the image side
+_CENTRE = {"top left": (0.25, 0.25), "top right": (0.75, 0.25),
+           "bottom left": (0.25, 0.75), "bottom right": (0.75, 0.75)}  # (x, y), y downwards
+_BACKGROUND = 0.08
+# Jitter bounds, chosen so that the largest object stays inside its quadrant (0.25 - 0.03 -
+# 0.20 * 1.08 > 0) and the size classes never overlap (0.09 * 1.08 < 0.145 * 0.92 etc.).
+_JITTER = {"centre": 0.03, "scale": 0.08, "colour": 0.05, "background": 0.04}
+_SUPERSAMPLE = 4  # anti-aliasing: render at 4x and average
+
+
+def _check_attributes(attributes: dict[str, str]) -> None:
+    if not isinstance(attributes, dict):
+        raise ValueError(f"attributes must be a dict like {{'shape': 'circle', ...}}, got {type(attributes).__name__}")
+    missing = [k for k in ATTRIBUTES if k not in attributes]
+    if missing:
+        raise ValueError(f"attributes {attributes} lack {missing}; every image needs {list(ATTRIBUTES)}")
+    for key, allowed in ATTRIBUTES.items():
+        if attributes[key] not in allowed:
+            raise ValueError(f"attribute {key}={attributes[key]!r} is not one of {allowed}")
+
+
+def _mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Coverage of a shape of half-extent r centred at the origin (dy grows downwards)."""
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":  # slightly smaller than the circle's box so the areas are comparable
+        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.85 * r
+    if shape == "triangle":  # apex (0, -r), base corners (+-0.95 r, 0.8 r)
+        return (dy <= 0.8 * r) & (dy >= -r + (1.8 / 0.95) * np.abs(dx))
+    if shape == "cross":  # plus sign, arm thickness 0.7 r
+        thin = 0.35 * r
+        return ((np.abs(dx) <= r) & (np.abs(dy) <= thin)) | ((np.abs(dy) <= r) & (np.abs(dx) <= thin))
+    raise ValueError(f"unknown shape {shape!r}; expected one of {ATTRIBUTES['shape']}")
+
+
+def render(attributes: dict[str, str], image_size: int = 32,
+           rng: np.random.Generator | None = None) -> torch.Tensor:
+    """One image, float (3, H, W) in [0, 1]. With ``rng`` the object gets a little jitter
+    (centre, size, colour, background brightness); without, it is drawn canonically."""
+    _check_attributes(attributes)
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+    j = np.zeros(6) if rng is None else rng.uniform(-1.0, 1.0, size=6)
+    cx, cy = _CENTRE[attributes["position"]]
+    cx, cy = cx + _JITTER["centre"] * j[0], cy + _JITTER["centre"] * j[1]
+    r = _HALF_EXTENT[attributes["size"]] * (1.0 + _JITTER["scale"] * j[2])
+    colour = np.clip(np.array(_RGB[attributes["colour"]]) + _JITTER["colour"] * j[3:6], 0.0, 1.0)
+    background = _BACKGROUND + (0.0 if rng is None else _JITTER["background"] * rng.uniform(-1.0, 1.0))
+
+    n = image_size * _SUPERSAMPLE
+    coords = (np.arange(n) + 0.5) / n  # sample centres in [0, 1]
+    dx = coords[None, :] - cx
+    dy = coords[:, None] - cy
+    cover = _mask(attributes["shape"], dx, dy, r).astype(np.float32)
+    cover = cover.reshape(image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE).mean(axis=(1, 3))
+    image = background + cover[None] * (colour[:, None, None] - background)
+    return torch.from_numpy(image.astype(np.float32)).clamp_(0.0, 1.0)
+
+
+def render_batch(attribute_list: Sequence[dict[str, str]], image_size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Images for a list of attribute dicts, (N, 3, H, W); deterministic by ``seed``."""
+    rng = np.random.default_rng(seed)
+    if len(attribute_list) == 0:
+        return torch.empty(0, 3, image_size, image_size)
+    return torch.stack([render(a, image_size, rng) for a in attribute_list])
+
+
+# Caption wording: synonyms per value and sentence templates. Every template states every
+# attribute, so each of the five captions fully describes the image.
+_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "shape": {"circle": ("circle", "disc", "round dot"), "square": ("square", "box shape", "square block"),
+              "triangle": ("triangle", "triangular shape", "three-sided shape"),
+              "cross": ("cross", "plus sign", "cross shape")},
+    "colour": {"red": ("red",), "green": ("green",), "blue": ("blue",), "yellow": ("yellow",)},
+    "size": {"small": ("small", "tiny", "little"), "medium": ("medium-sized", "mid-sized", "medium"),
+             "large": ("large", "big", "huge")},
+    "position": {"top left": ("top left", "upper left"), "top right": ("top right", "upper right"),
+                 "bottom left": ("bottom left", "lower left"), "bottom right": ("bottom right", "lower right")},
+}
+_TEMPLATES: tuple[str, ...] = (
+    "a {size} {colour} {shape} in the {position} corner.",
+    "there is a {size} {colour} {shape} at the {position} of the image.",
+    "in the {position} corner sits a {size} {colour} {shape}.",
+    "a {colour} {shape}, {size}, placed in the {position} of the picture.",
+    "the picture shows a {size} {shape} coloured {colour} near the {position} corner.",
+    "a {shape} that is {colour} and {size} appears at the {position}.",
+    "{position} of the frame: a {size} {colour} {shape} on a dark background.",
+    "one {size} {colour} {shape} is drawn in the {position} area.",
+)
+
+
+def describe(attributes: dict[str, str], rng: np.random.Generator | None = None, n: int = 5) -> list[str]:
+    """``n`` captions (default 5) in different templates with random synonyms; every caption
+    states every attribute."""
+    _check_attributes(attributes)
+    rng = np.random.default_rng(0) if rng is None else rng
+    if not 1 <= n <= len(_TEMPLATES):
+        raise ValueError(f"n must be between 1 and {len(_TEMPLATES)}, got {n}")
+    captions = []
+    for t in rng.choice(len(_TEMPLATES), size=n, replace=False):
+        words = {k: str(rng.choice(_SYNONYMS[k][attributes[k]])) for k in ATTRIBUTES}
+        text = _TEMPLATES[t].format(**words)
+        captions.append(text[0].upper() + text[1:])
+    return captions
+
+
+def all_combinations() -> list[dict[str, str]]:
+    """Every attribute combination, in a fixed order (4 x 4 x 3 x 4 = 192)."""
+    keys = list(ATTRIBUTES)
+    return [dict(zip(keys, values)) for values in itertools.product(*ATTRIBUTES.values())]
+
+
+def compositional_holdout(pairs: Sequence[tuple[str, str]] = HOLDOUT_PAIRS) -> list[dict[str, str]]:
+    """The combinations that never occur in train/val/test: every size and position of the
+    held-out (shape, colour) pairs (48 of 192 with the default pairs)."""
+    held = {tuple(p) for p in pairs}
+    for shape, colour in held:
+        _check_attributes({"shape": shape, "colour": colour, "size": "small", "position": "top left"})
+    return [c for c in all_combinations() if (c["shape"], c["colour"]) in held]
+
+
+def split_combinations(pairs: Sequence[tuple[str, str]] = HOLDOUT_PAIRS) -> dict[str, list[dict[str, str]]]:
+    """``{"seen": combinations for train/val/test, "compositional": the held-out ones}``."""
+    held = compositional_holdout(pairs)
+    return {"seen": [c for c in all_combinations() if c not in held], "compositional": held}
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _plan(seed: int, split_sizes: dict[str, int]) -> list[tuple[str, dict[str, str]]]:
+    """(split, attributes) for every image: combinations cycled so each split is balanced,
+    in a seeded order."""
+    rng = np.random.default_rng(seed)
+    combos = split_combinations()
+    plan = []
+    for split, size in split_sizes.items():
+        pool = combos["compositional" if split == "compositional" else "seen"]
+        order = [pool[i % len(pool)] for i in range(size)]
+        for i in rng.permutation(size):
+            plan.append((split, order[i]))
+    return plan
+
+
+def make_embedded_dataset(root: str | os.PathLike | None = None, seed: int = 0, image_size: int = 32,
+                          split_sizes: dict[str, int] | None = None, overwrite: bool = False) -> Path:
+    """Generate the dataset in Flickr30k's layout and return its folder.
+
+    The default folder is ``cache_dir()/embedded/<config key>``; when it already holds a
+    complete dataset of the same configuration it is reused. Written to a temporary folder
+    first and renamed, so an interrupted run never leaves half a dataset behind.
+    """
+    from invcap.io import cache_dir
+
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    sizes = dict(SPLIT_SIZES if split_sizes is None else split_sizes)
+    unknown = set(sizes) - set(SPLIT_SIZES)
+    if unknown or any((not isinstance(v, int)) or v < 0 for v in sizes.values()):
+        raise ValueError(f"split_sizes must map splits among {list(SPLIT_SIZES)} to non-negative ints, got {sizes}")
+    config = {"version": 1, "seed": seed, "image_size": image_size, "split_sizes": sizes,
+              "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
+              "holdout_pairs": [list(p) for p in HOLDOUT_PAIRS]}
+    root = Path(root) if root is not None else cache_dir() / "embedded" / _config_key(config)
+    marker = root / "config.json"
+    if marker.is_file() and not overwrite:
+        if json.loads(marker.read_text()) == config:
+            return root
+        raise ValueError(f"{root} holds an embedded dataset with a different configuration; "
+                         f"pass another root or overwrite=True")
+
+    from PIL import Image  # torchvision's dependency
+
+    plan = _plan(seed, sizes)
+    rng = np.random.default_rng([seed, 1])  # image jitter and caption wording
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        image_dir = tmp / "flickr30k_images"
+        image_dir.mkdir()
+        csv_lines = ["image_name| comment_number| comment"]
+        karpathy, attributes_by_file = [], {}
+        for index, (split, attrs) in enumerate(plan):
+            name = f"{index:06d}.png"
+            image = render(attrs, image_size, rng)
+            pixels = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+            Image.fromarray(pixels).save(image_dir / name)
+            captions = describe(attrs, rng)
+            csv_lines += [f"{name}| {k}| {c}" for k, c in enumerate(captions)]
+            karpathy.append({"filename": name, "imgid": index, "split": split,
+                             "sentids": list(range(5 * index, 5 * index + 5)),
+                             "sentences": [{"raw": c, "tokens": c.lower().rstrip(".").split(),
+                                            "imgid": index, "sentid": 5 * index + k}
+                                           for k, c in enumerate(captions)]})
+            attributes_by_file[name] = attrs
+        (tmp / "results.csv").write_text("\n".join(csv_lines) + "\n")
+        (tmp / "dataset_flickr30k.json").write_text(json.dumps({"images": karpathy, "dataset": "flickr30k"}))
+        (tmp / "attributes.json").write_text(json.dumps(attributes_by_file, indent=0))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: marks completeness
+        if root.exists():  # overwrite=True or an incomplete folder from a crash
+            shutil.rmtree(root)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished the same dataset first
+            if not marker.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
