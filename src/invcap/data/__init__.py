@@ -9,6 +9,8 @@
 
 from invcap.data.embedded import (ATTRIBUTES, all_combinations, compositional_holdout, describe,
                                   make_embedded_dataset, render, render_batch)
+from invcap.data.flickr30k import CaptionedImages, embedded_dataset, load_flickr30k
 
 __all__ = ["ATTRIBUTES", "render", "render_batch", "describe", "all_combinations",
-           "compositional_holdout", "make_embedded_dataset"]
+           "compositional_holdout", "make_embedded_dataset", "CaptionedImages", "load_flickr30k",
+           "embedded_dataset"]
