@@ -1,0 +1,257 @@
+"""The inverse direction of the captioning network (paper section 3.2, findings 2 and 3).
+
+- ``generate``: image = decoder(f^-1(E_T(caption))), with the caption list checked and every
+  generated image checked for non-finite pixels (reported in ``Generation.finite``; the figure
+  helpers refuse to draw them as if they were images).
+- ``noise_sweep``: invert y_pred + sigma * N(0, I) for a range of sigma and score the decoded
+  images against the ground truth (PSNR, SSIM). sigma is a standard deviation per coordinate;
+  the paper's N(0, 1e-4) is sigma = 1e-4 if 1e-4 is the std, sigma = 1e-2 if it is the variance.
+- ``amplification``: ||f^-1(y + eps d) - f^-1(y)|| / ||eps d|| along given directions, in float64.
+- ``jacobian_gains``: the local version, from the exact Jacobian of f at x (a product of the W_i
+  and the LeakyReLU slopes): 1/sigma_min(J) is the largest local amplification of f^-1.
+- ``psnr`` / ``ssim`` per image, ``nearest_neighbour_attributes`` for a simple attribute check.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
+
+import numpy as np
+import torch
+
+from invcap.inn import InvertibleMLP
+from invcap.text import check_texts
+
+__all__ = ["check_captions", "check_images", "Generation", "generate", "psnr", "ssim", "image_scores",
+           "noise_sweep", "amplification", "jacobian_gains", "conditioning_summary",
+           "nearest_neighbour_attributes", "attribute_accuracy"]
+
+Decode = Callable[[torch.Tensor], torch.Tensor]
+Encode = Callable[[Sequence[str]], torch.Tensor]
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+def check_captions(captions: Sequence[str]) -> list[str]:
+    """A non-empty list of non-empty strings, or a ValueError naming the first bad entry."""
+    captions = check_texts(captions)
+    if not captions:
+        raise ValueError("captions is empty; give at least one caption")
+    return captions
+
+
+def finite_mask(images: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the image has only finite pixels."""
+    return torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1)
+
+
+def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """Return the images unchanged, or raise a ValueError listing those with NaN/Inf pixels."""
+    bad = (~finite_mask(images)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"{len(bad)} of {images.shape[0]} {what} have non-finite pixels (indices {bad[:10]}"
+                         f"{'...' if len(bad) > 10 else ''}); they are not saved")
+    return images
+
+
+# --- generation ------------------------------------------------------------------------------
+
+@dataclass
+class Generation:
+    captions: list[str]
+    embeddings: torch.Tensor   # E_T(caption), (N, d)
+    latents: torch.Tensor      # f^-1(E_T(caption)), (N, d)
+    images: torch.Tensor       # decoder(latent), (N, 3, H, W), not clamped
+    finite: torch.Tensor       # (N,) bool: all pixels finite
+
+    @property
+    def n_nonfinite(self) -> int:
+        return int((~self.finite).sum())
+
+
+@torch.no_grad()
+def generate(net: InvertibleMLP, encode: Encode, decode: Decode, captions: Sequence[str]) -> Generation:
+    """decoder(f^-1(E_T(T))) for every caption T (the paper's figure 2)."""
+    captions = check_captions(captions)
+    embeddings = encode(captions).float()
+    if embeddings.shape != (len(captions), net.features):
+        raise ValueError(f"the sentence encoder gave shape {tuple(embeddings.shape)}, but the network expects "
+                         f"({len(captions)}, {net.features})")
+    device = next(net.parameters()).device
+    latents = net.inverse(embeddings.to(device))
+    images = decode(latents).float().cpu()
+    return Generation(captions, embeddings.cpu(), latents.cpu(), images, finite_mask(images))
+
+
+# --- image quality ---------------------------------------------------------------------------
+
+def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"images must be two (N, C, H, W) tensors of the same shape, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    return a.double(), b.double()
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR in dB, images in [0, data_range] (clamped); NaN for non-finite images."""
+    a, b = _paired(images, reference)
+    finite = finite_mask(a)
+    mse = ((a.clamp(0, data_range) - b) ** 2).flatten(1).mean(dim=1)
+    out = 10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-20))
+    return torch.where(finite, out, torch.full_like(out, float("nan")))
+
+
+def ssim(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image SSIM (skimage defaults: uniform 7x7 window, channels averaged); NaN for non-finite images."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _paired(images, reference)
+    finite = finite_mask(a)
+    a = a.clamp(0, data_range).permute(0, 2, 3, 1).numpy()
+    b = b.permute(0, 2, 3, 1).numpy()
+    side = min(a.shape[1], a.shape[2])
+    if side < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {a.shape[1]}x{a.shape[2]}")
+    win = min(7, side if side % 2 else side - 1)
+    values = [structural_similarity(x, y, channel_axis=-1, data_range=data_range, win_size=win)
+              if ok else float("nan") for x, y, ok in zip(a, b, finite.tolist())]
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def image_scores(images: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR / SSIM over the finite images, and how many were not finite."""
+    p, s = psnr(images, reference), ssim(images, reference)
+    ok = torch.isfinite(p)
+    return {"psnr": float(p[ok].mean()) if ok.any() else float("nan"),
+            "ssim": float(s[ok].mean()) if ok.any() else float("nan"),
+            "n_nonfinite": int((~ok).sum()), "n": int(p.numel())}
+
+
+# --- noise sweep -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def noise_sweep(net: InvertibleMLP, decode: Decode, y_pred: torch.Tensor, images: torch.Tensor,
+                sigmas: Sequence[float], seed: int = 0, progress: bool = True) -> list[dict[str, float]]:
+    """For every sigma: invert y_pred + sigma * N(0, I), decode, score against ``images``.
+
+    Rows: sigma, rms_dy (measured per-coordinate RMS of the noise), rms_dx (per-coordinate RMS of
+    the latent change), psnr, ssim, n_nonfinite. The same noise draw (scaled) is used for every
+    sigma, so the curve is smooth in sigma.
+    """
+    if y_pred.shape[0] != images.shape[0]:
+        raise ValueError(f"{y_pred.shape[0]} embeddings but {images.shape[0]} images")
+    device = next(net.parameters()).device
+    noise = torch.randn(y_pred.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    y_pred = y_pred.float()
+    x0 = net.inverse(y_pred.to(device)).cpu()
+    rows = []
+    iterator = sigmas
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(sigmas, desc="noise sweep")
+    for sigma in iterator:
+        if not (sigma >= 0):
+            raise ValueError(f"noise scales must be >= 0, got {sigma}")
+        dy = float(sigma) * noise
+        x = net.inverse((y_pred + dy).to(device)).cpu()
+        decoded = decode(x.to(device)).float().cpu()
+        scores = image_scores(decoded, images)
+        dx = (x - x0).double()
+        dx = dx[torch.isfinite(dx).all(dim=1)]
+        rows.append({"sigma": float(sigma), "rms_dy": float(dy.double().pow(2).mean().sqrt()),
+                     "rms_dx": float(dx.pow(2).mean().sqrt()) if dx.numel() else float("nan"),
+                     **scores})
+    return rows
+
+
+# --- why: amplification and conditioning -----------------------------------------------------
+
+def _double_copy(net: InvertibleMLP) -> InvertibleMLP:
+    return copy.deepcopy(net).to("cpu", torch.float64).eval()
+
+
+@torch.no_grad()
+def amplification(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-row ||f^-1(y + eps d) - f^-1(y)|| / ||eps d|| (d normalised to unit length), in float64,
+    so that float32 rounding cannot masquerade as amplification."""
+    if y.shape != directions.shape:
+        raise ValueError(f"y {tuple(y.shape)} and directions {tuple(directions.shape)} must have the same shape")
+    if not (eps > 0):
+        raise ValueError(f"eps must be > 0, got {eps}")
+    net64 = _double_copy(net)
+    y = y.double()
+    d = torch.nn.functional.normalize(directions.double(), dim=1)
+    dx = net64.inverse(y + eps * d) - net64.inverse(y)
+    return dx.norm(dim=1) / eps
+
+
+@torch.no_grad()
+def jacobian_gains(net: InvertibleMLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Singular-value extremes of J_f(x) for every row of x (float64).
+
+    J_f(x) = W_n S_{n-1} W_{n-1} ... S_1 W_1 with S_i the diagonal of LeakyReLU slopes at the
+    pre-activations; J_{f^-1}(f(x)) = J_f(x)^-1, so 1/sigma_min(J_f) is the largest local
+    amplification of f^-1 around y = f(x)."""
+    net64 = _double_copy(net)
+    h = x.double()
+    jac = torch.eye(net.features, dtype=torch.float64).expand(h.shape[0], -1, -1)
+    for i, linear in enumerate(net64.linears):
+        weight = linear.weight
+        h = linear._forward(h)
+        jac = weight @ jac
+        if net64._has_activation_after(i):
+            slope = torch.where(h > 0, 1.0, net64.activation.negative_slope).to(torch.float64)
+            jac = slope[:, :, None] * jac
+            h = net64.activation(h)
+    sv = torch.linalg.svdvals(jac)
+    return {"sigma_max": sv[:, 0], "sigma_min": sv[:, -1], "inverse_gain": 1.0 / sv[:, -1],
+            "condition_number": sv[:, 0] / sv[:, -1]}
+
+
+def conditioning_summary(net: InvertibleMLP) -> dict:
+    """``net.conditioning()`` as plain numbers for a results file."""
+    cond = net.conditioning()
+    return {"layers": cond.as_rows(), "inverse_lipschitz_bound": cond.inverse_lipschitz_bound,
+            "forward_lipschitz_bound": cond.forward_lipschitz_bound,
+            "max_condition_number": cond.max_condition_number,
+            "log10_inverse_lipschitz_bound": math.log10(cond.inverse_lipschitz_bound)}
+
+
+# --- a simple attribute check ------------------------------------------------------------------
+
+def nearest_neighbour_attributes(images: torch.Tensor, reference_images: torch.Tensor,
+                                 reference_attributes: Sequence[dict[str, Hashable]],
+                                 batch_size: int = 512) -> list[dict[str, Hashable] | None]:
+    """The attributes of each image's nearest reference image (pixel L2, images clamped to [0, 1]).
+    A deliberately simple judge; None for images with non-finite pixels."""
+    if reference_images.shape[0] != len(reference_attributes):
+        raise ValueError(f"{reference_images.shape[0]} reference images but {len(reference_attributes)} attribute dicts")
+    if images.shape[1:] != reference_images.shape[1:]:
+        raise ValueError(f"image shape {tuple(images.shape[1:])} differs from the references' "
+                         f"{tuple(reference_images.shape[1:])}")
+    ref = reference_images.float().flatten(1)
+    finite = finite_mask(images)
+    out: list[dict | None] = []
+    for chunk, ok in zip(images.float().split(batch_size), finite.split(batch_size)):
+        flat = torch.nan_to_num(chunk.clamp(0, 1)).flatten(1)
+        nearest = torch.cdist(flat, ref).argmin(dim=1)
+        out += [dict(reference_attributes[int(j)]) if good else None for j, good in zip(nearest, ok)]
+    return out
+
+
+def attribute_accuracy(predicted: Sequence[dict | None], truth: Sequence[dict]) -> dict[str, float]:
+    """Per-attribute accuracy in percent (None predictions count as wrong), plus "all" (every
+    attribute right)."""
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} images")
+    if not truth:
+        raise ValueError("no images to score")
+    keys = list(truth[0])
+    hits = np.array([[p is not None and p.get(k) == t[k] for k in keys] for p, t in zip(predicted, truth)])
+    out = {k: float(hits[:, i].mean() * 100) for i, k in enumerate(keys)}
+    out["all"] = float(hits.all(axis=1).mean() * 100)
+    return out
