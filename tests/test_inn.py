@@ -166,7 +166,7 @@ def test_conditioning_against_svd():
     assert len(report.layers) == 3
     bound = 1.0
     for layer, lin in zip(report.layers, net.linears):
-        sv = torch.linalg.svdvals(lin.weight)
+        sv = torch.linalg.svdvals(lin.weight.detach())
         assert math.isclose(layer.sigma_max, float(sv[0]), rel_tol=1e-10)
         assert math.isclose(layer.condition_number, float(sv[0] / sv[-1]), rel_tol=1e-10)
         bound /= float(sv[-1])
