@@ -139,3 +139,17 @@ def test_least_squares_matches_normal_equations():
     assert torch.mean((ols(z) - y_mean) ** 2) < 1e-4
     with pytest.raises(ValueError, match="more samples"):
         fit_least_squares(z[:5], y[:5])
+
+
+def test_forward_dims_fits_only_the_first_outputs():
+    z, y, y_mean = _data()
+    config = CaptioningConfig(depth=1, steps=1, batch_size=32, target="mean", device="cpu")
+    run = train_captioning(z, y, config, progress=False, forward_dims=3)
+    # Step 0 sees the initial network (identity: W = I, b = 0) on the first batch of the seeded
+    # generator: its loss is the MSE over the first 3 outputs only.
+    index = torch.randint(256, (32,), generator=torch.Generator().manual_seed(0))
+    expected = torch.mean((z[index] - y.mean(1)[index])[:, :3] ** 2)
+    assert run.history["mse"][0] == pytest.approx(float(expected), rel=1e-5)
+    assert run.history["mse"][0] != pytest.approx(float(torch.mean((z[index] - y.mean(1)[index]) ** 2)), rel=1e-2)
+    with pytest.raises(ValueError, match="forward_dims"):
+        train_captioning(z, y, config, progress=False, forward_dims=9)

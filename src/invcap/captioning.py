@@ -218,18 +218,23 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
                      checkpoint: str | Path | None = None, progress: bool = True,
                      extra_loss: ExtraLoss | None = None, *, val_latents: torch.Tensor | None = None,
                      val_embeddings: torch.Tensor | None = None, eval_every: int = 100,
-                     checkpoint_every: int = 500) -> CaptioningRun:
+                     checkpoint_every: int = 500, forward_dims: int | None = None) -> CaptioningRun:
     """Train f: latent -> caption embedding with MSE (see the module docstring).
 
     latents: (N, d); caption_embeddings: (N, C, d) or (N, d). With ``val_latents`` and
     ``val_embeddings`` the MSE against the mean caption embedding of the validation images is
     recorded every ``eval_every`` steps (``history["val_step"]``, ``history["val_mse"]``).
+    ``forward_dims=k`` compares only the first k outputs of f with the first k target entries
+    (the rest of the output is left to ``extra_loss``, e.g. a latent trained by MMD); None = all.
     """
     caption_embeddings = check_pair(latents, caption_embeddings)
     if val_latents is not None:
         val_embeddings = caption_targets(check_pair(val_latents, val_embeddings))
     device = resolve_device(config.device)
     features = latents.shape[1]
+    if forward_dims is not None and not (isinstance(forward_dims, int) and 1 <= forward_dims <= features):
+        raise ValueError(f"forward_dims must be an int in 1..{features} or None, got {forward_dims!r}")
+    fwd = slice(None) if forward_dims is None else slice(0, forward_dims)
     fingerprint = _fingerprint(latents, caption_embeddings)
     loss_name = _loss_name(extra_loss)
 
@@ -249,6 +254,9 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
     if path is not None and path.is_file():
         saved = _load_checkpoint(path)
         _check_compatible(saved, config, fingerprint, loss_name, path)
+        if saved.get("forward_dims") != forward_dims:
+            raise ValueError(f"checkpoint {path} was trained with forward_dims={saved.get('forward_dims')!r}, "
+                             f"now {forward_dims!r}; delete it or pass another checkpoint path")
         net.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
@@ -271,7 +279,8 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
         save_torch_atomic({"format": CHECKPOINT_FORMAT, "model": net.state_dict(),
                            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                            "history": history, "step": step, "config": config.as_dict(),
-                           "data": fingerprint, "extra_loss": loss_name}, path)
+                           "data": fingerprint, "extra_loss": loss_name,
+                           "forward_dims": forward_dims}, path)
 
     bar = None
     if progress and start < config.steps:
@@ -291,7 +300,7 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
         else:
             y = y_mean[index.to(device)]
         z = z_all[index.to(device)]
-        mse = torch.mean((net(z) - y) ** 2)
+        mse = torch.mean((net(z)[:, fwd] - y[:, fwd]) ** 2)
         loss = mse
         if config.inverse_weight > 0:
             inverse_mse = torch.mean((net.inverse(y) - z) ** 2)
@@ -316,7 +325,7 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
         if val_latents is not None and (done % eval_every == 0 or done == config.steps):
             with torch.no_grad():
                 history["val_step"].append(done)
-                history["val_mse"].append(float(torch.mean((net(z_val) - y_val) ** 2)))
+                history["val_mse"].append(float(torch.mean((net(z_val)[:, fwd] - y_val[:, fwd]) ** 2)))
         if bar is not None:
             bar.update(1)
             if done % 100 == 0:
