@@ -90,22 +90,25 @@ class SentenceEncoder:
         self._cache_folder = Path(cache_folder) if cache_folder is not None else None
         self._index: dict[bytes, tuple[int, int]] | None = None  # digest -> (shard number, row)
         self._shards: list[torch.Tensor] = []
+        self._indexed_folder: Path | None = None
 
     # --- cache -------------------------------------------------------------------------------
     @property
     def cache_folder(self) -> Path:
-        if self._cache_folder is None:
+        folder = self._cache_folder
+        if folder is None:  # follows INVCAP_CACHE_DIR even if it changes after construction
             from invcap.io import cache_dir
 
             key = hashlib.sha1(f"{self.model_name}|{self.dim}".encode()).hexdigest()[:10]
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_name)[-40:]
-            self._cache_folder = cache_dir() / "embeddings" / f"{safe}-{key}"
-        self._cache_folder.mkdir(parents=True, exist_ok=True)
-        return self._cache_folder
+            folder = cache_dir() / "embeddings" / f"{safe}-{key}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def _read_cache(self) -> None:
         self._index, self._shards = {}, []
-        for path in sorted(self.cache_folder.glob("shard-*.pt")):
+        self._indexed_folder = self.cache_folder
+        for path in sorted(self._indexed_folder.glob("shard-*.pt")):
             try:
                 shard = torch.load(path, weights_only=True)
                 keys, vectors = shard["keys"], shard["vectors"]
@@ -157,7 +160,7 @@ class SentenceEncoder:
             return torch.empty(0, self.dim)
         if not self.cache:
             return self._encode_uncached(texts, batch_size, progress)
-        if self._index is None:
+        if self._index is None or self._indexed_folder != self.cache_folder:
             self._read_cache()
         digests = [_digest(t) for t in texts]
         todo: dict[bytes, str] = {}
