@@ -153,3 +153,16 @@ def test_forward_dims_fits_only_the_first_outputs():
     assert run.history["mse"][0] != pytest.approx(float(torch.mean((z[index] - y.mean(1)[index]) ** 2)), rel=1e-2)
     with pytest.raises(ValueError, match="forward_dims"):
         train_captioning(z, y, config, progress=False, forward_dims=9)
+
+
+def test_embedding_errors_bias_variance_split():
+    from invcap.captioning import embedding_errors
+
+    z, y, y_mean = _data(noise=0.1)
+    pred = y_mean + 0.05
+    err = embedding_errors(pred, y)
+    # MSE to single captions = MSE to their mean + spread of captions around the mean (exactly).
+    assert err["mse_per_caption"] == pytest.approx(err["mse_mean_caption"] + err["caption_spread_mse"], rel=1e-9)
+    assert err["mse_mean_caption"] == pytest.approx(float(((pred.double() - y.double().mean(1)) ** 2).mean()), rel=1e-9)
+    assert err["caption_spread_mse"] == pytest.approx(0.01 * 4 / 5, rel=0.05)  # spread around the sample mean of 5
+    assert 0.9 < err["cosine_per_caption"] < err["cosine_mean_caption"] <= 1

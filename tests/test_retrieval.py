@@ -56,3 +56,11 @@ def test_bad_input():
         relevance_matrix(torch.tensor([0, 1]), 2, ["a"])
     with pytest.raises(ValueError, match=r"\(N, C, d\)"):
         retrieval_metrics(torch.zeros(3, 4), torch.zeros(3, 4))
+
+
+def test_top_k_and_labels():
+    from invcap.retrieval import attribute_labels, top_k
+
+    keys = torch.eye(3)
+    assert top_k(torch.tensor([[0.1, 1.0, 0.5]]), keys, k=2).tolist() == [[1, 2]]
+    assert attribute_labels([{"b": 1, "a": 2}, {"a": 2, "b": 1}]) == [(("a", 2), ("b", 1))] * 2

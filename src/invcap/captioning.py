@@ -381,3 +381,83 @@ def fit_least_squares(latents: torch.Tensor, targets: torch.Tensor) -> LeastSqua
     x = torch.cat([latents.double(), torch.ones(latents.shape[0], 1, dtype=torch.float64)], dim=1)
     solution = torch.linalg.lstsq(x, targets.double(), driver="gelsd").solution
     return LeastSquares(weight=solution[:-1], bias=solution[-1])
+
+
+# --- evaluation and figures ----------------------------------------------------------------
+
+def embedding_errors(pred: torch.Tensor, caption_embeddings: torch.Tensor) -> dict[str, float]:
+    """How close predicted caption embeddings (N, d) are to the captions (N, C, d), in float64.
+
+    - ``mse_mean_caption``: MSE to each image's mean caption embedding (the regression target).
+    - ``mse_per_caption``: MSE to every individual caption, averaged (the paper's "error between
+      y_pred and the target caption embedding" when the target is one caption).
+    - ``caption_spread_mse``: MSE between the mean and the individual captions: the floor of
+      ``mse_per_caption`` for any predictor (by the bias-variance split, mse_per_caption =
+      mse_mean_caption + caption_spread_mse).
+    - ``cosine_mean_caption`` / ``cosine_per_caption``: mean cosine similarity.
+    """
+    caption_embeddings = check_pair(pred, caption_embeddings)
+    p, y = pred.double(), caption_embeddings.double()
+    mean = y.mean(dim=1)
+    cos = torch.nn.functional.cosine_similarity
+    return {"mse_mean_caption": float(((p - mean) ** 2).mean()),
+            "mse_per_caption": float(((p[:, None] - y) ** 2).mean()),
+            "caption_spread_mse": float(((y - mean[:, None]) ** 2).mean()),
+            "cosine_mean_caption": float(cos(p, mean, dim=1).mean()),
+            "cosine_per_caption": float(cos(p[:, None].expand_as(y), y, dim=2).mean())}
+
+
+def plot_history(history: dict[str, list[float]], floor: float | None = None, smooth: int = 50):
+    """Training MSE per step (and its running mean over ``smooth`` steps), validation MSE, and
+    an optional horizontal floor, on a log scale. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    mse = torch.tensor(history["mse"], dtype=torch.float64)
+    steps = torch.arange(1, len(mse) + 1)
+    ax.plot(steps, mse, color="tab:blue", alpha=0.25, lw=0.6, label="train MSE (one batch)")
+    if len(mse) >= smooth:
+        running = torch.nn.functional.avg_pool1d(mse[None, None], smooth, stride=1)[0, 0]
+        ax.plot(steps[smooth - 1:], running, color="tab:blue", lw=1.5, label=f"train MSE ({smooth}-step mean)")
+    if history.get("val_step"):
+        ax.plot(history["val_step"], history["val_mse"], "o-", color="tab:orange", ms=3,
+                label="validation MSE to mean caption")
+    if "inverse_mse" in history:
+        ax.plot(steps, history["inverse_mse"], color="tab:green", alpha=0.5, lw=0.8, label="inverse MSE")
+    if floor is not None:
+        ax.axhline(floor, color="gray", ls="--", lw=1, label="caption spread (floor vs one caption)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("MSE per coordinate (embedding units²)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def plot_retrieved_captions(images: torch.Tensor, retrieved: list[list[str]], correct: list[list[bool]],
+                            truth: list[str] | None = None, width: int = 48):
+    """One row per image: the image and its retrieved captions (best first, marked correct or
+    wrong). Returns the figure."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    from invcap.inversion import check_images
+
+    check_images(images, "images to show")
+    n = images.shape[0]
+    fig, axes = plt.subplots(n, 2, figsize=(8.5, 1.45 * n), gridspec_kw={"width_ratios": [1, 5]})
+    axes = axes.reshape(n, 2)
+    for i in range(n):
+        axes[i, 0].imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
+        axes[i, 0].axis("off")
+        lines = []
+        if truth is not None:
+            lines.append("true: " + textwrap.shorten(truth[i], width + 20))
+        for rank, (caption, ok) in enumerate(zip(retrieved[i], correct[i]), 1):
+            lines.append(f"{rank}. [{'ok' if ok else 'wrong'}] " + textwrap.shorten(caption, width + 20))
+        axes[i, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+        axes[i, 1].axis("off")
+    fig.tight_layout()
+    return fig

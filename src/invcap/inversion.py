@@ -22,10 +22,11 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 import torch
 
+from invcap import autoencoder
 from invcap.inn import InvertibleMLP
 from invcap.text import check_texts
 
-__all__ = ["check_captions", "check_images", "Generation", "generate", "psnr", "ssim", "image_scores",
+__all__ = ["check_captions", "check_images", "finite_mask", "Generation", "generate", "psnr", "ssim", "image_scores",
            "noise_sweep", "amplification", "jacobian_gains", "conditioning_summary",
            "nearest_neighbour_attributes", "attribute_accuracy"]
 
@@ -88,37 +89,27 @@ def generate(net: InvertibleMLP, encode: Encode, decode: Decode, captions: Seque
 
 # --- image quality ---------------------------------------------------------------------------
 
-def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"images must be two (N, C, H, W) tensors of the same shape, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
-    return a.double(), b.double()
+def _scored(metric, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    # Clamp to the displayable range (as a saved image would be); NaN marks non-finite images,
+    # which clamp alone would turn into plausible-looking pixels (inf -> 1).
+    if images.shape != reference.shape or images.dim() != 4:
+        raise ValueError(f"images must be two (N, C, H, W) tensors of the same shape, got {tuple(images.shape)} "
+                         f"and {tuple(reference.shape)}")
+    finite = finite_mask(images)
+    values = metric(torch.nan_to_num(images.double()).clamp(0, 1), reference.double()).double()
+    return torch.where(finite, values, torch.full_like(values, float("nan")))
 
 
-def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image PSNR in dB, images in [0, data_range] (clamped); NaN for non-finite images."""
-    a, b = _paired(images, reference)
-    finite = finite_mask(a)
-    mse = ((a.clamp(0, data_range) - b) ** 2).flatten(1).mean(dim=1)
-    out = 10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-20))
-    return torch.where(finite, out, torch.full_like(out, float("nan")))
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images clamped to [0, 1] (``invcap.autoencoder.psnr``, the metric of
+    notebook 02); NaN for images with non-finite pixels."""
+    return _scored(autoencoder.psnr, images, reference)
 
 
-def ssim(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image SSIM (skimage defaults: uniform 7x7 window, channels averaged); NaN for non-finite images."""
-    from skimage.metrics import structural_similarity
-
-    a, b = _paired(images, reference)
-    finite = finite_mask(a)
-    a = a.clamp(0, data_range).permute(0, 2, 3, 1).numpy()
-    b = b.permute(0, 2, 3, 1).numpy()
-    side = min(a.shape[1], a.shape[2])
-    if side < 3:
-        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {a.shape[1]}x{a.shape[2]}")
-    win = min(7, side if side % 2 else side - 1)
-    values = [structural_similarity(x, y, channel_axis=-1, data_range=data_range, win_size=win)
-              if ok else float("nan") for x, y, ok in zip(a, b, finite.tolist())]
-    return torch.tensor(values, dtype=torch.float64)
+def ssim(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (``invcap.autoencoder.ssim``: Gaussian window 11, sigma 1.5) of images
+    clamped to [0, 1]; NaN for images with non-finite pixels."""
+    return _scored(autoencoder.ssim, images, reference)
 
 
 def image_scores(images: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:

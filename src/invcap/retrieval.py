@@ -19,8 +19,8 @@ from typing import Hashable, Sequence
 
 import torch
 
-__all__ = ["cosine_similarity_matrix", "relevance_matrix", "ranks_from_similarity", "recall_summary",
-           "retrieval_metrics"]
+__all__ = ["cosine_similarity_matrix", "relevance_matrix", "ranks_from_similarity", "recall_summary", "top_k",
+           "attribute_labels", "retrieval_metrics"]
 
 RECALL_AT = (1, 5, 10)
 
@@ -98,3 +98,14 @@ def retrieval_metrics(image_embeddings: torch.Tensor, caption_embeddings: torch.
               "t2i_R@1": float(relevant_t.double().mean(dim=1).mean() * 100)}
     return {"i2t": recall_summary(i2t), "t2i": recall_summary(t2i), "chance": chance,
             "protocol": "attribute match" if labels is not None else "exact match"}
+
+
+def top_k(queries: torch.Tensor, keys: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """(Q, k) indices of the k keys most cosine-similar to each query, best first."""
+    return cosine_similarity_matrix(queries, keys).topk(min(k, keys.shape[0]), dim=1).indices
+
+
+def attribute_labels(attributes: Sequence[dict]) -> list[tuple]:
+    """One hashable label per image from its attribute dict (order of keys ignored), for
+    ``retrieval_metrics(labels=...)``."""
+    return [tuple(sorted(a.items())) for a in attributes]
