@@ -89,3 +89,30 @@ def test_caption_retrieval_accuracy():
     # random directions in high dimension: nearly never the same image
     rand = torch.randn(50, 2, 512, generator=torch.Generator().manual_seed(2))
     assert Fe.caption_retrieval_accuracy(rand) < 0.2
+
+
+def test_ridge_probe_matches_numpy_least_squares_and_reads_a_linear_label():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 5, generator=g)
+    labels = ["a" if v > 0 else "b" for v in (x[:, 0] - 0.5 * x[:, 2]).tolist()]
+    test = torch.randn(100, 5, generator=g)
+    test_labels = ["a" if v > 0 else "b" for v in (test[:, 0] - 0.5 * test[:, 2]).tolist()]
+    assert Fe.ridge_probe(x, labels, test, test_labels) > 0.9
+    # same predictions as an explicit numpy solve of the ridge normal equations
+    X = np.hstack([x.numpy().astype(np.float64), np.ones((200, 1))])
+    Y = np.stack([[l == "a", l == "b"] for l in labels]).astype(np.float64)
+    P = np.eye(6) * 1e-2
+    P[-1, -1] = 0
+    W = np.linalg.solve(X.T @ X + P, X.T @ Y)
+    T = np.hstack([test.numpy().astype(np.float64), np.ones((100, 1))])
+    ref = np.mean([["a", "b"][i] == l for i, l in zip((T @ W).argmax(1), test_labels)])
+    assert Fe.ridge_probe(x, labels, test, test_labels) == pytest.approx(ref)
+    # labels unrelated to the features: chance level
+    noise = ["a" if v else "b" for v in (torch.rand(100, generator=g) > 0.5).tolist()]
+    assert Fe.ridge_probe(x, labels, test, noise) < 0.7
+
+
+def test_duplicate_caption_share():
+    assert Fe.duplicate_caption_share([["x", "y"], ["x", "z"], ["w", "v"]]) == pytest.approx(2 / 6)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ConvAutoencoder", "AutoencoderConfig", "train_autoencoder", "load_or_train_autoencoder",
-           "reconstruct", "psnr", "ssim", "evaluate_reconstruction"]
+           "reconstruct", "psnr", "ssim", "evaluate_reconstruction", "plot_training_curve", "plot_reconstructions"]
 
 
 def _pick_downsamples(image_size: int, latent_dim: int) -> int:
@@ -290,3 +290,47 @@ def evaluate_reconstruction(model: ConvAutoencoder, images: torch.Tensor) -> dic
     return {"mse": float(F.mse_loss(recon, images)), "psnr_db": float(psnr(recon, images).mean()),
             "psnr_db_of_mean_mse": float(10 * math.log10(1.0 / float(F.mse_loss(recon, images)))),
             "ssim": float(ssim(recon, images).mean()), "n_images": len(images)}
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def plot_training_curve(history: dict[str, list], title: str = "autoencoder training"):
+    """Per-epoch train and validation MSE on a log scale."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(history["epoch"], history["train_mse"], marker="o", ms=3, label="train (mean over the epoch)")
+    if any(v is not None for v in history.get("val_mse", [])):
+        ax.plot(history["epoch"], history["val_mse"], marker="s", ms=3, label="validation (end of epoch)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reconstruction MSE (pixel values in [0, 1])")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_reconstructions(rows: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    """For each named set: a row of originals and a row of their reconstructions, with the
+    per-image PSNR in dB above each reconstruction."""
+    import matplotlib.pyplot as plt
+
+    n = max(len(orig) for orig, _ in rows.values())
+    fig, axes = plt.subplots(2 * len(rows), n, figsize=(1.2 * n, 2.6 * len(rows)), squeeze=False)
+    for r, (name, (orig, recon)) in enumerate(rows.items()):
+        scores = psnr(recon, orig)
+        for c in range(n):
+            for k, (img, label) in enumerate([(orig, "original"), (recon, "reconstruction")]):
+                ax = axes[2 * r + k, c]
+                ax.set_xticks([]), ax.set_yticks([])
+                if c < len(img):
+                    ax.imshow(img[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+                if c == 0:
+                    ax.set_ylabel(f"{name}\n{label}", fontsize=8)
+                if k == 1 and c < len(img):
+                    ax.set_title(f"{float(scores[c]):.1f} dB", fontsize=7)
+    fig.suptitle("autoencoder: originals and reconstructions (PSNR per image)")
+    fig.tight_layout()
+    return fig

@@ -25,7 +25,8 @@ from invcap.data.flickr30k import CaptionedImages, embedded_dataset, load_flickr
 from invcap.text import DEFAULT_MODEL, SentenceEncoder
 
 __all__ = ["Features", "load_features", "get_dataset", "get_images", "get_autoencoder", "get_encoder",
-           "data_key", "similarity_by_attribute_distance", "caption_retrieval_accuracy"]
+           "data_key", "similarity_by_attribute_distance", "caption_retrieval_accuracy", "plot_caption_similarity",
+           "ridge_probe", "attribute_probe", "duplicate_caption_share"]
 
 DATASETS = ("embedded", "flickr30k")
 
@@ -245,3 +246,91 @@ def caption_retrieval_accuracy(caption_embeddings: torch.Tensor, labels: list | 
         group = torch.tensor([ids[str(labels[i])] for i in image.tolist()])
     nearest = sims.argmax(1)
     return float((group[nearest] == group).double().mean())
+
+
+def plot_caption_similarity(caption_embeddings: torch.Tensor, n_images: int = 12,
+                            by_distance: dict[str, Any] | None = None):
+    """Left: cosine similarity between the captions of the first ``n_images`` images (5 per
+    image, in blocks). Right (with ``by_distance`` from ``similarity_by_attribute_distance``):
+    mean similarity by how the two captions' images relate."""
+    import matplotlib.pyplot as plt
+
+    emb = caption_embeddings[:n_images]
+    n, k, _ = emb.shape
+    sims = _cosine_matrix(emb).float().numpy()
+    panels = 2 if by_distance else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
+    ax = axes[0, 0]
+    im = ax.imshow(sims, cmap="viridis", vmin=min(0.0, float(sims.min())), vmax=1.0)
+    ticks = [i * k + (k - 1) / 2 for i in range(n)]
+    ax.set_xticks(ticks, [str(i) for i in range(n)], fontsize=7)
+    ax.set_yticks(ticks, [str(i) for i in range(n)], fontsize=7)
+    for b in range(1, n):
+        ax.axhline(b * k - 0.5, color="white", lw=0.4), ax.axvline(b * k - 0.5, color="white", lw=0.4)
+    ax.set_xlabel(f"caption (grouped by image, {k} per image)")
+    ax.set_ylabel(f"caption (grouped by image, {k} per image)")
+    ax.set_title("cosine similarity of caption embeddings")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="cosine similarity")
+    if by_distance:
+        ax = axes[0, 1]
+        groups = list(by_distance["mean_cosine"].items())
+        singles = [(f"only {a} differs", v) for a, v in by_distance["only_this_attribute_differs"].items()]
+        labels, values = zip(*(groups + singles))
+        colours = ["tab:blue"] * len(groups) + ["tab:orange"] * len(singles)
+        ax.barh(range(len(values)), values, color=colours)
+        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean cosine similarity between two captions")
+        ax.set_title("similarity by how the two images relate")
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def ridge_probe(train_x: torch.Tensor, train_labels: list, test_x: torch.Tensor, test_labels: list,
+                ridge: float = 1e-2) -> float:
+    """Accuracy of a linear read-out: ridge regression from features to one-hot labels (closed
+    form, float64, bias included), predicting the arg-max class on the test set."""
+    if train_x.dim() != 2 or test_x.dim() != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"expected (N, d) train and test features, got {tuple(train_x.shape)} and {tuple(test_x.shape)}")
+    if len(train_labels) != len(train_x) or len(test_labels) != len(test_x):
+        raise ValueError("one label per row is needed")
+    classes = sorted(set(map(str, train_labels)))
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.zeros(len(train_x), len(classes), dtype=torch.float64)
+    y[torch.arange(len(train_x)), torch.tensor([index[str(l)] for l in train_labels])] = 1.0
+    add_bias = lambda x: torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)  # noqa: E731
+    x = add_bias(train_x)
+    penalty = ridge * torch.eye(x.shape[1], dtype=torch.float64)
+    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    weights = torch.linalg.solve(x.T @ x + penalty, x.T @ y)
+    predicted = [classes[i] for i in (add_bias(test_x) @ weights).argmax(1).tolist()]
+    return sum(p == str(l) for p, l in zip(predicted, test_labels)) / max(len(test_labels), 1)
+
+
+def attribute_probe(train: tuple[torch.Tensor, list[dict]], tests: dict[str, tuple[torch.Tensor, list[dict]]],
+                    ridge: float = 1e-2) -> dict[str, dict[str, float]]:
+    """For each attribute, the accuracy of a ridge probe trained on caption embeddings
+    ``train = ((N, k, d), attributes)`` and tested on each of ``tests``: how linearly readable
+    the attribute is from a single caption's embedding."""
+    emb, attrs = train
+    k = emb.shape[1]
+    flat = emb.reshape(-1, emb.shape[-1])
+    out: dict[str, dict[str, float]] = {}
+    for name in attrs[0]:
+        labels = [a[name] for a in attrs for _ in range(k)]
+        out[name] = {}
+        for test_name, (t_emb, t_attrs) in tests.items():
+            t_labels = [a[name] for a in t_attrs for _ in range(t_emb.shape[1])]
+            out[name][test_name] = ridge_probe(flat, labels, t_emb.reshape(-1, t_emb.shape[-1]), t_labels, ridge)
+    return out
+
+
+def duplicate_caption_share(captions: list[list[str]]) -> float:
+    """Share of captions whose exact text also describes another image."""
+    owners: dict[str, set[int]] = {}
+    for i, caps in enumerate(captions):
+        for c in caps:
+            owners.setdefault(c, set()).add(i)
+    total = sum(len(c) for c in captions)
+    return sum(1 for caps in captions for c in caps if len(owners[c]) > 1) / max(total, 1)

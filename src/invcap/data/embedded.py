@@ -56,13 +56,15 @@ SPLIT_SIZES: dict[str, int] = {"train": 3600, "val": 480, "test": 480, "composit
 
 _RGB = {"red": (0.90, 0.15, 0.15), "green": (0.15, 0.75, 0.20),
         "blue": (0.20, 0.35, 0.95), "yellow": (0.95, 0.85, 0.15)}
-_HALF_EXTENT = {"small": 0.09, "medium": 0.145, "large": 0.20}  # fraction of the image side
+# Fraction of the image side. Small objects are ~7 px wide at 32x32: at ~6 px (half-extent 0.09)
+# the autoencoder reconstructed small triangles and crosses as round blobs.
+_HALF_EXTENT = {"small": 0.11, "medium": 0.155, "large": 0.21}
 _CENTRE = {"top left": (0.25, 0.25), "top right": (0.75, 0.25),
            "bottom left": (0.25, 0.75), "bottom right": (0.75, 0.75)}  # (x, y), y downwards
 _BACKGROUND = 0.08
-# Jitter bounds, chosen so that the largest object stays inside its quadrant (0.25 - 0.03 -
-# 0.20 * 1.08 > 0) and the size classes never overlap (0.09 * 1.08 < 0.145 * 0.92 etc.).
-_JITTER = {"centre": 0.03, "scale": 0.08, "colour": 0.05, "background": 0.04}
+# Jitter bounds, chosen so that the largest object stays inside its quadrant (0.25 - 0.02 -
+# 0.21 * 1.08 > 0) and the size classes never overlap (0.11 * 1.08 < 0.155 * 0.92 etc.).
+_JITTER = {"centre": 0.02, "scale": 0.08, "colour": 0.05, "background": 0.04}
 _SUPERSAMPLE = 4  # anti-aliasing: render at 4x and average
 
 
@@ -217,9 +219,10 @@ def make_embedded_dataset(root: str | os.PathLike | None = None, seed: int = 0, 
     unknown = set(sizes) - set(SPLIT_SIZES)
     if unknown or any((not isinstance(v, int)) or v < 0 for v in sizes.values()):
         raise ValueError(f"split_sizes must map splits among {list(SPLIT_SIZES)} to non-negative ints, got {sizes}")
-    config = {"version": 1, "seed": seed, "image_size": image_size, "split_sizes": sizes,
+    config = {"version": 2, "seed": seed, "image_size": image_size, "split_sizes": sizes,
               "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
-              "holdout_pairs": [list(p) for p in HOLDOUT_PAIRS]}
+              "holdout_pairs": [list(p) for p in HOLDOUT_PAIRS], "geometry": [_HALF_EXTENT, _JITTER, _RGB]}
+    config = json.loads(json.dumps(config))  # tuples -> lists, as the marker file will read back
     root = Path(root) if root is not None else cache_dir() / "embedded" / _config_key(config)
     marker = root / "config.json"
     if marker.is_file() and not overwrite:

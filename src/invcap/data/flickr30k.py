@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CaptionedImages", "load_flickr30k", "read_karpathy_json", "read_kaggle_csv", "read_token_file",
-           "find_annotations", "ANNOTATION_FILES"]
+__all__ = ["CaptionedImages", "load_flickr30k", "embedded_dataset", "read_karpathy_json", "read_kaggle_csv",
+           "read_token_file", "find_annotations", "plot_samples", "ANNOTATION_FILES"]
 
 # In order of preference: the first one found under root is read.
 ANNOTATION_FILES = ("dataset_flickr30k.json", "results.csv", "results_20130124.token")
@@ -306,3 +306,26 @@ def embedded_dataset(split: str | None = None, image_size: int = 32, seed: int =
 
     folder = make_embedded_dataset(root=root, seed=seed, image_size=image_size)
     return load_flickr30k(folder, split=split, image_size=image_size, progress=False, **kwargs)
+
+
+def plot_samples(data: CaptionedImages, indices: Sequence[int], wrap: int = 70):
+    """A figure with one row per image: the image, then its captions (and attributes if known)."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(indices), 2, figsize=(10, 1.55 * len(indices)),
+                             gridspec_kw={"width_ratios": [1, 6]}, squeeze=False)
+    for row, index in enumerate(indices):
+        image, captions = data[index]
+        axes[row, 0].imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[row, 0].set_xticks([]), axes[row, 0].set_yticks([])
+        axes[row, 0].set_ylabel(data.filenames[index], fontsize=7)
+        lines = [textwrap.shorten(f"{k + 1}. {c}", wrap) for k, c in enumerate(captions)]
+        if data.attributes is not None:
+            lines.append("attributes: " + ", ".join(f"{k}={v}" for k, v in data.attributes[index].items()))
+        axes[row, 1].text(0.0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+        axes[row, 1].axis("off")
+    fig.suptitle(f"{len(indices)} images with their captions ({data.image_size}x{data.image_size} pixels)")
+    fig.tight_layout()
+    return fig
