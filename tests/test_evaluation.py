@@ -1,0 +1,184 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from invcap.evaluation import (AttributeJudge, JudgeConfig, _blur, augment, encode_labels, generate_split,
+                               judge_accuracy, judge_training_set, load_or_train_judge, pairwise_diversity,
+                               r_precision, score_generated, train_judge)
+
+TOY = {"colour": ("red", "green"), "side": ("left", "right")}
+
+
+def _toy_images(n, seed):
+    """16x16 dark images with a 5x5 red or green square on the left or right half."""
+    g = np.random.default_rng(seed)
+    images, labels = torch.full((n, 3, 16, 16), 0.08), []
+    for i in range(n):
+        colour, side = str(g.choice(TOY["colour"])), str(g.choice(TOY["side"]))
+        top = int(g.integers(0, 11))
+        left = int(g.integers(0, 3)) + (0 if side == "left" else 8)
+        rgb = (0.9, 0.15, 0.15) if colour == "red" else (0.15, 0.75, 0.2)
+        images[i, :, top:top + 5, left:left + 5] = torch.tensor(rgb)[:, None, None]
+        labels.append({"colour": colour, "side": side})
+    return images, labels
+
+
+def test_encode_labels_and_its_errors():
+    labels = encode_labels([{"colour": "green", "side": "left"}, {"colour": "red", "side": "right"}], TOY)
+    assert labels.tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(ValueError, match="lacks 'side'"):
+        encode_labels([{"colour": "red"}], TOY)
+    with pytest.raises(ValueError, match="not one of"):
+        encode_labels([{"colour": "blue", "side": "left"}], TOY)
+
+
+def test_blur_matches_scipy_gaussian_filter():
+    from scipy.ndimage import gaussian_filter
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 12, 12, generator=g, dtype=torch.float64)
+    sigma, max_sigma = 0.9, 1.2
+    radius = math.ceil(2.5 * max_sigma)
+    ours = _blur(images, torch.full((2,), sigma, dtype=torch.float64), max_sigma)
+    for b in range(2):
+        for c in range(3):
+            ref = gaussian_filter(images[b, c].numpy(), sigma, mode="nearest", truncate=radius / sigma)
+            np.testing.assert_allclose(ours[b, c].numpy(), ref, atol=1e-12)
+
+
+def test_augment_is_seeded_bounded_and_mild_when_switched_off():
+    images, _ = _toy_images(8, 0)
+    a = augment(images, torch.Generator().manual_seed(3))
+    b = augment(images, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == images.shape
+    assert float(a.min()) >= 0 and float(a.max()) <= 1 and not torch.equal(a, images)
+    plain = augment(images, torch.Generator().manual_seed(3), max_blur=0, max_noise=0, max_sharpen=0)
+    assert float((plain - images).abs().max()) < 0.1   # only the few-percent gain and shift remain
+
+
+def test_judge_learns_a_toy_task_and_scores_images():
+    images, labels = _toy_images(400, 1)
+    config = JudgeConfig(image_size=16, width=8, steps=150, batch_size=64, lr=3e-3)
+    judge, history = train_judge(images, labels, TOY, config, progress=False)
+    assert history["loss"][-1] < history["loss"][0]
+    test_images, test_labels = _toy_images(100, 2)
+    scores = judge_accuracy(judge, test_images, test_labels)
+    assert scores["all"] >= 95 and set(scores) == {"colour", "side", "all"}
+    broken = test_images.clone()
+    broken[0, 0, 0, 0] = float("nan")   # a non-finite image is always wrong, never an exception
+    assert judge.predict(broken)[0] is None
+    assert judge_accuracy(judge, broken, test_labels)["all"] <= scores["all"] - 1 + 1e-9
+    with pytest.raises(ValueError, match="takes"):
+        judge(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="images"):
+        train_judge(images[:3], labels, TOY, config, progress=False)
+
+
+def test_judge_training_set_covers_every_combination():
+    images, combos = judge_training_set(JudgeConfig(copies=2))
+    assert images.shape == (2 * 192, 3, 32, 32) and len(combos) == 2 * 192
+    unique = {tuple(sorted(c.items())) for c in combos}
+    assert len(unique) == 192   # the held-out compositional ones included
+
+
+def test_load_or_train_judge_reuses_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    config = JudgeConfig(copies=1, steps=3, width=4, batch_size=16)
+    first, info = load_or_train_judge(config, progress=False)
+    again, info_again = load_or_train_judge(config, progress=False)
+    assert not info["reused"] and info_again["reused"]
+    for p, q in zip(first.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    assert len(list((tmp_path / "judge").glob("*.pt"))) == 1
+
+
+def _clusters(n_labels=30, per_label=5, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_labels, dim, generator=g)
+    labels = [i for i in range(n_labels) for _ in range(per_label)]
+    captions = centres[labels] + 0.1 * torch.randn(len(labels), dim, generator=g)
+    return captions, labels
+
+
+def test_r_precision_extremes_ties_and_non_finite_queries():
+    captions, labels = _clusters()
+    assert r_precision(captions, captions, labels, candidates=50) == 100.0
+    noise = torch.randn(captions.shape, generator=torch.Generator().manual_seed(1))
+    assert r_precision(noise, captions, labels, candidates=50) < 15.0   # chance is 2%
+    assert r_precision(torch.zeros_like(captions), captions, labels, candidates=50) == 0.0   # all ties: misses
+    bad = captions.clone()
+    bad[:10] = float("nan")
+    assert r_precision(bad, captions, labels, candidates=50) == pytest.approx(100.0 * 140 / 150)
+
+
+def test_r_precision_against_every_other_label_matches_a_direct_computation():
+    captions, labels = _clusters(n_labels=6, per_label=4, seed=2)
+    queries = captions + 0.8 * torch.randn(captions.shape, generator=torch.Generator().manual_seed(3))
+    n = len(labels)
+    pool = n - 4   # candidates = all captions of other labels + its own
+    q = torch.nn.functional.normalize(queries.double(), dim=1)
+    c = torch.nn.functional.normalize(captions.double(), dim=1)
+    hits = 0
+    for i in range(n):
+        own = float(q[i] @ c[i])
+        others = [float(q[i] @ c[j]) for j in range(n) if labels[j] != labels[i]]
+        hits += own > max(others)
+    assert r_precision(queries, captions, labels, candidates=pool + 1) == pytest.approx(100.0 * hits / n)
+
+
+def test_r_precision_rejects_bad_input():
+    captions, labels = _clusters(n_labels=3, per_label=2)
+    with pytest.raises(ValueError, match="other attribute combinations"):
+        r_precision(captions, captions, labels, candidates=100)
+    with pytest.raises(ValueError, match="labels"):
+        r_precision(captions, captions, labels[:-1], candidates=3)
+    with pytest.raises(ValueError, match="must both be"):
+        r_precision(captions, captions[:, :3], labels, candidates=3)
+
+
+def test_pairwise_diversity_matches_a_direct_loop():
+    g = torch.Generator().manual_seed(4)
+    samples = torch.rand(3, 4, 3, 5, 5, generator=g, dtype=torch.float64)
+    expected = np.mean([float(((samples[n, i] - samples[n, j]) ** 2).mean().sqrt())
+                        for n in range(3) for i in range(4) for j in range(i + 1, 4)])
+    assert pairwise_diversity(samples) == pytest.approx(expected, rel=1e-12)
+    assert pairwise_diversity(samples[:, :1].expand(3, 4, 3, 5, 5)) == 0.0
+    with pytest.raises(ValueError, match="S >= 2"):
+        pairwise_diversity(samples[:, :1])
+
+
+class _Identity:
+    """A stand-in trained method whose latents are the caption embeddings themselves."""
+
+    def invert(self, y, samples=1, seed=0):
+        return y[:, None, :].expand(y.shape[0], samples, y.shape[1]).clone()
+
+
+class _Oracle:
+    def __init__(self, labels):
+        self.labels = labels
+
+    def predict(self, images):
+        return [dict(a) for a in self.labels]
+
+
+def test_generate_and_score_plumbing():
+    n, c = 40, 3
+    g = torch.Generator().manual_seed(5)
+    attributes = [{"colour": "red" if i % 2 else "green", "side": ("left", "right")[i % 4 // 2], "id": str(i)}
+                  for i in range(n)]
+    embeddings = torch.rand(n, c, 3 * 4 * 4, generator=g)   # "latents" that decode to 4x4 images
+    decode = lambda z: z.view(-1, 3, 4, 4)  # noqa: E731
+    images = generate_split(_Identity(), embeddings, decode, samples=2)
+    assert images.shape == (n, c, 2, 3, 4, 4)
+    owners = [a for a in attributes for _ in range(c * 2)]
+    scores = score_generated(images, embeddings, attributes, _Oracle(owners),
+                             caption_images=lambda im: im.flatten(1), candidates=20)
+    assert scores["judge"]["all"] == 100.0 and scores["n_images"] == n * c * 2
+    assert scores["r_precision"] == 100.0   # every image *is* its caption
+    assert scores["diversity"] == 0.0       # identical samples
+    with pytest.raises(ValueError, match="same images"):
+        score_generated(images, embeddings[:5], attributes, _Oracle(owners), lambda im: im.flatten(1))
+    assert isinstance(AttributeJudge(TOY, 16, 4), torch.nn.Module)

@@ -1,0 +1,176 @@
+import itertools
+
+import pytest
+import torch
+
+from invcap.captioning import CaptioningConfig, train_captioning
+from invcap.inn import InvertibleMLP
+from invcap.methods import (METHODS, BEST_METHOD, CaptionSpace, Method, MethodLoss, TrainedMethod, method,
+                            mmd_inverse_multiquadric, singular_value_spread, train_method)
+
+
+def _mmd_reference(x, y, scales):
+    """Direct float64 double loops over the unbiased estimator's three sums."""
+    x, y = x.double(), y.double()
+    dim = x.shape[1]
+
+    def k(a, b):
+        d2 = float(((a - b) ** 2).sum())
+        return sum(s * dim / (s * dim + d2) for s in scales)
+
+    n, m = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i, j in itertools.permutations(range(n), 2)) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i, j in itertools.permutations(range(m), 2)) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+    return xx + yy - 2 * xy
+
+
+def test_mmd_matches_direct_float64_computation():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), 1.5 + torch.randn(7, 3, generator=g, dtype=torch.float64)
+    scales = (0.1, 1.0, 3.0)
+    assert float(mmd_inverse_multiquadric(x, y, scales)) == pytest.approx(_mmd_reference(x, y, scales), rel=1e-10)
+    # float32 follows within float32 rounding
+    assert float(mmd_inverse_multiquadric(x.float(), y.float(), scales)) == pytest.approx(
+        _mmd_reference(x, y, scales), rel=1e-4, abs=1e-6)
+
+
+def test_mmd_separates_distributions_and_has_gradients():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(400, 8, generator=g), torch.randn(400, 8, generator=g)
+    same = float(mmd_inverse_multiquadric(a, b))
+    shifted = float(mmd_inverse_multiquadric(a + 1.0, b))
+    scaled = float(mmd_inverse_multiquadric(3.0 * a, b))
+    assert abs(same) < 0.01 and shifted > 10 * abs(same) and scaled > 10 * abs(same)
+    x = (a + 1.0).requires_grad_(True)
+    mmd_inverse_multiquadric(x, b).backward()
+    # moving the shifted samples back towards N(0, I) lowers the MMD: the gradient points along +shift
+    assert float(x.grad.sum()) > 0
+
+
+def test_mmd_rejects_bad_input():
+    with pytest.raises(ValueError, match="samples"):
+        mmd_inverse_multiquadric(torch.zeros(1, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="must be"):
+        mmd_inverse_multiquadric(torch.zeros(4, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="scales"):
+        mmd_inverse_multiquadric(torch.zeros(4, 2), torch.zeros(4, 2), scales=(0.0,))
+
+
+def test_singular_value_spread_matches_svd_and_lu_determinant():
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    s2 = torch.linalg.svdvals(w) ** 2
+    reference = float(torch.log(s2.mean()) - torch.log(s2).mean())
+    assert float(singular_value_spread(w)) == pytest.approx(reference, rel=1e-10)
+    q, _ = torch.linalg.qr(w)
+    assert float(singular_value_spread(3.0 * q)) == pytest.approx(0.0, abs=1e-12)
+    # an LU layer's log|det W| = sum log|k_i| gives the same value
+    net = InvertibleMLP(6, 2, diagonal=torch.tensor([1.0, -2.0, 0.5, 1.5, 1.0, 3.0]), init_std=0.5).double()
+    layer = net.linears[0].requires_grad_(False)
+    s2 = torch.linalg.svdvals(layer.weight.detach()) ** 2
+    assert float(singular_value_spread(layer.weight, layer.log_abs_det())) == pytest.approx(
+        float(torch.log(s2.mean()) - torch.log(s2).mean()), rel=1e-9)
+    with pytest.raises(ValueError, match="square"):
+        singular_value_spread(torch.zeros(2, 3))
+
+
+def test_caption_space_is_an_orthonormal_rotation_by_variance():
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(200, 3, 5, generator=g) * torch.tensor([3.0, 0.1, 1.0, 0.5, 2.0])
+    space = CaptionSpace.fit(y)
+    assert torch.allclose(space.basis.T @ space.basis, torch.eye(5), atol=1e-5)
+    assert bool((space.variance[:-1] >= space.variance[1:]).all())
+    flat = y[:, 0]
+    assert torch.allclose(space.unrotate(space.rotate(flat)), flat, atol=1e-5)
+    # the variance of the mean-caption targets along each direction is what was recorded
+    coords = space.rotate(y.mean(dim=1))
+    assert torch.allclose(coords.var(dim=0), space.variance, rtol=1e-3, atol=1e-6)
+
+
+def test_registry_and_method_validation():
+    assert {"paper", "bidirectional", BEST_METHOD} <= set(METHODS)
+    assert method("paper").config().inverse_weight == 0 and method("bidirectional").config().inverse_weight > 0
+    with pytest.raises(ValueError, match="unknown method"):
+        method("nope")
+    with pytest.raises(ValueError, match="padded_inverse_weight"):
+        Method("x", "", {"inverse_weight": 1.0}, latent_dims=2)
+    with pytest.raises(ValueError, match="latent_dims"):
+        Method("x", "", mmd_weight=1.0)
+
+
+def test_forward_dims_hook_ignores_the_latent_part_of_the_targets():
+    g = torch.Generator().manual_seed(4)
+    z, y = torch.randn(64, 6, generator=g), torch.randn(64, 2, 6, generator=g)
+    other = y.clone()
+    other[..., 4:] = 100.0  # only the tail differs
+    config = CaptioningConfig(depth=2, steps=20, batch_size=16, device="cpu")
+    a = train_captioning(z, y, config, progress=False, forward_dims=4)
+    b = train_captioning(z, other, config, progress=False, forward_dims=4)
+    for p, q in zip(a.net.parameters(), b.net.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="forward_dims"):
+        train_captioning(z, y, config, progress=False, forward_dims=7)
+
+
+def _toy_pair(n=256, d=16, seed=5):
+    """Latents and 3 noisy 'captions' per latent from a fixed invertible linear map."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g)
+    a = torch.eye(d) + 0.3 * torch.randn(d, d, generator=g)
+    y = (z @ a.T)[:, None, :] + 0.05 * torch.randn(n, 3, d, generator=g)
+    return z, y
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_caches_and_round_trips(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    z, y = _toy_pair()
+    trained = train_method(name, z, y, steps=30, depth=2, batch_size=64, device="cpu", progress=False)
+    assert trained.checkpoint is not None and trained.checkpoint.is_file()
+    assert trained.checkpoint.parent == tmp_path / "methods"
+    again = train_method(name, z, y, steps=30, depth=2, batch_size=64, device="cpu", progress=False)
+    for p, q in zip(trained.net.parameters(), again.net.parameters()):
+        assert torch.equal(p, q)  # loaded, not retrained with other numbers
+    pred = trained.caption(z[:5])
+    assert pred.shape == (5, 16) and bool(torch.isfinite(pred).all())
+    x = trained.invert(y[:5, 0], samples=3, seed=1)
+    assert x.shape == (5, 3, 16) and bool(torch.isfinite(x).all())
+    if trained.method.samples:
+        assert not torch.allclose(x[:, 0], x[:, 1])
+        assert torch.equal(x, trained.invert(y[:5, 0], samples=3, seed=1))  # seeded
+    else:
+        assert torch.equal(x[:, 0], x[:, 1])
+    rebuilt = TrainedMethod.from_state(trained.state())
+    assert torch.allclose(rebuilt.invert(y[:5, 0], samples=3, seed=1), x, atol=1e-6)
+    assert torch.allclose(rebuilt.caption(z[:5]), pred, atol=1e-6)
+
+
+def test_bidirectional_inverts_real_captions_better_than_paper(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    z, y = _toy_pair(n=512)
+    errors = {}
+    for name in ("paper", "bidirectional"):
+        trained = train_method(name, z, y, steps=120, depth=2, batch_size=128, device="cpu", progress=False,
+                               checkpoint=False)
+        errors[name] = float(((trained.invert(y[:, 0])[:, 0] - z) ** 2).mean())
+    assert errors["bidirectional"] < errors["paper"]
+
+
+def test_latent_padding_pushes_the_latent_towards_a_standard_normal(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    z, y = _toy_pair(n=512)
+    spec = Method("pad", "test", {"learn_diagonal": True, "log_scale_bound": 1.0}, latent_dims=2,
+                  mmd_weight=1.0, padded_inverse_weight=1.0)
+    before = train_method(spec, z, y, steps=1, depth=2, device="cpu", progress=False, checkpoint=False)
+    after = train_method(spec, z, y, steps=150, depth=2, batch_size=128, device="cpu", progress=False,
+                         checkpoint=False)
+    prior = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
+
+    def latent_mmd(t):
+        with torch.no_grad():
+            return float(mmd_inverse_multiquadric(t.net(z)[:, 14:], prior))
+    assert latent_mmd(after) < latent_mmd(before)
+    loss = MethodLoss(spec)
+    value = loss(after.net, z[:32], after.space.rotate(y[:32, 0]))
+    assert bool(torch.isfinite(value)) and set(loss.last) == {"mmd", "inverse_mse"}
