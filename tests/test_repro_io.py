@@ -38,3 +38,15 @@ def test_atomic_writers_leave_no_temporaries(tmp_path):
     save_torch_atomic({"w": torch.ones(2)}, tmp_path / "c.pt")
     assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.csv", "c.pt"]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "p.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
