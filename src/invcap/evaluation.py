@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from invcap.inversion import attribute_accuracy, finite_mask
-from invcap.retrieval import cosine_similarity_matrix
+from invcap.retrieval import attribute_labels, cosine_similarity_matrix, retrieval_metrics
 
 __all__ = ["AttributeJudge", "JudgeConfig", "encode_labels", "judge_training_set", "augment", "train_judge",
-           "load_or_train_judge", "judge_accuracy", "r_precision", "pairwise_diversity", "attribute_labels",
-           "decode_latents", "generate_split", "score_generated"]
+           "load_or_train_judge", "judge_accuracy", "r_precision", "pairwise_diversity", "reference_diversity",
+           "decode_latents", "generate_split", "score_generated", "evaluate_method", "ABLATION_COLUMNS",
+           "plot_generation_grid", "plot_samples", "plot_ablation"]
 
 JUDGE_FORMAT = 1
 
@@ -117,8 +118,8 @@ class JudgeConfig:
     copies: int = 24            # renders of every attribute combination in the training set
     render_seed: int = 1000     # distinct from the dataset's seeds: a separate set of images
     image_size: int = 32
-    width: int = 24
-    steps: int = 1200
+    width: int = 16
+    steps: int = 800
     batch_size: int = 128
     lr: float = 2e-3
     max_blur: float = 1.2       # Gaussian blur sigma drawn in [0, max_blur] pixels
@@ -311,11 +312,6 @@ def pairwise_diversity(samples: torch.Tensor) -> float:
 
 # --- scoring a method on one split ---------------------------------------------------------
 
-def attribute_labels(attribute_dicts: Sequence[Mapping[str, str]]) -> list[tuple]:
-    """One hashable per image (its attribute combination), for R-precision and retrieval."""
-    return [tuple(sorted(a.items())) for a in attribute_dicts]
-
-
 @torch.no_grad()
 def decode_latents(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor,
                    batch_size: int = 1024) -> torch.Tensor:
@@ -362,3 +358,143 @@ def score_generated(images: torch.Tensor, caption_embeddings: torch.Tensor,
     out["r_precision"] = r_precision(queries, caption_embeddings.reshape(n * c, -1), labels, candidates, seed)
     out["diversity"] = pairwise_diversity(images.reshape(n * c, s, *images.shape[3:])) if s > 1 else float("nan")
     return out
+
+
+def reference_diversity(images: torch.Tensor, attribute_dicts: Sequence[Mapping[str, str]]) -> float:
+    """``pairwise_diversity`` of *real* images that share an attribute combination: how much the
+    data itself varies for one description (the scale against which sampled diversity reads)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, label in enumerate(attribute_labels(attribute_dicts)):
+        groups.setdefault(label, []).append(i)
+    sizes = sorted({len(v) for v in groups.values() if len(v) >= 2})
+    if not sizes:
+        raise ValueError("no attribute combination has two images")
+    s = sizes[0]   # equal group sizes so one (N, S, ...) tensor holds them
+    chosen = [v[:s] for v in groups.values() if len(v) >= s]
+    return pairwise_diversity(torch.stack([images[idx] for idx in chosen]))
+
+
+ABLATION_COLUMNS = ("method", "captioning_r1", "forward_mse", "attribute_acc_seen", "attribute_acc_unseen",
+                    "all_correct_seen", "all_correct_unseen", "r_precision_seen", "r_precision_unseen", "diversity")
+
+
+@torch.no_grad()
+def evaluate_method(trained, seen, unseen, judge: AttributeJudge, decode: Callable[[torch.Tensor], torch.Tensor],
+                    caption_images: Callable[[torch.Tensor], torch.Tensor], samples: int = 4, seed: int = 0,
+                    candidates: int = 100) -> tuple[dict, dict]:
+    """One ablation row (``ABLATION_COLUMNS``) and its details for a ``TrainedMethod``.
+
+    seen / unseen: ``Features`` of the test split and of the compositional split (attribute
+    combinations never trained on). Captioning: image -> text R@1 (attribute match, percent) and
+    MSE to the mean caption on ``seen``. Generation: one image from every caption of both splits,
+    judged per attribute; R-precision with ``caption_images`` (the reference captioning model on
+    re-encoded images); diversity of ``samples`` images from each seen image's first caption
+    (NaN for methods that cannot sample)."""
+    pred = trained.caption(seen.latents)
+    retrieval = retrieval_metrics(pred, seen.caption_embeddings, labels=attribute_labels(seen.attributes))
+    mse = float(((pred.double() - seen.caption_embeddings.double().mean(dim=1)) ** 2).mean())
+    row = {"method": trained.method.name, "captioning_r1": retrieval["i2t"]["R@1"], "forward_mse": mse}
+    details: dict = {"retrieval": {k: retrieval[k] for k in ("i2t", "t2i")}}
+    for tag, split in (("seen", seen), ("unseen", unseen)):
+        images = generate_split(trained, split.caption_embeddings, decode, samples=1, seed=seed)
+        scores = score_generated(images, split.caption_embeddings, split.attributes, judge, caption_images,
+                                 candidates, seed)
+        per_attribute = [v for k, v in scores["judge"].items() if k != "all"]
+        row[f"attribute_acc_{tag}"] = sum(per_attribute) / len(per_attribute)
+        row[f"all_correct_{tag}"] = scores["judge"]["all"]
+        row[f"r_precision_{tag}"] = scores["r_precision"]
+        details[tag] = {"judge": scores["judge"], "n_images": scores["n_images"], "n_nonfinite": scores["n_nonfinite"]}
+    row["diversity"] = float("nan")
+    if trained.method.samples and samples > 1:
+        many = generate_split(trained, seen.caption_embeddings[:, :1], decode, samples=samples, seed=seed)
+        row["diversity"] = pairwise_diversity(many[:, 0])
+    return row, details
+
+
+# --- figures -------------------------------------------------------------------------------
+
+def _wrap(text: str, width: int = 22) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def plot_generation_grid(real: torch.Tensor, captions: Sequence[str], rows: Mapping[str, torch.Tensor],
+                         correct: Mapping[str, Sequence[bool]] | None = None, groups: Sequence[str] | None = None):
+    """Caption -> image grid: the first row shows a real image each caption was written for,
+    then one row per method (images (K, 3, H, W)); a green/red frame marks the judge's verdict
+    (all attributes right or not); ``groups`` labels each column (e.g. "seen"/"unseen")."""
+    import matplotlib.pyplot as plt
+
+    k = len(captions)
+    names = ["real image"] + list(rows)
+    fig, axes = plt.subplots(len(names), k, figsize=(1.45 * k + 1.2, 1.45 * len(names) + 1.0), squeeze=False)
+    for r, name in enumerate(names):
+        images = real if r == 0 else rows[name]
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(torch.nan_to_num(images[c].float()).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r > 0 and correct is not None:
+                colour = "tab:green" if correct[name][c] else "tab:red"
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(colour)
+                    spine.set_linewidth(2.5)
+            if r == 0:
+                head = f"[{groups[c]}]\n" if groups is not None else ""
+                ax.set_title(head + _wrap(captions[c]), fontsize=6)
+            if c == 0:
+                ax.set_ylabel(_wrap(name, 16), fontsize=7)
+    fig.suptitle("images generated by inverting real caption embeddings (frame: judge says all attributes right "
+                 "= green, else red)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(real: torch.Tensor, captions: Sequence[str], samples: torch.Tensor, method_name: str):
+    """Several samples per caption (samples: (K, S, 3, H, W)) beside a real image of the caption."""
+    import matplotlib.pyplot as plt
+
+    k, s = samples.shape[:2]
+    fig, axes = plt.subplots(k, s + 1, figsize=(1.3 * (s + 1) + 2.2, 1.35 * k + 0.6), squeeze=False)
+    for i in range(k):
+        for j in range(s + 1):
+            image = real[i] if j == 0 else samples[i, j - 1]
+            axes[i, j].imshow(image.float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            if i == 0:
+                axes[i, j].set_title("real" if j == 0 else f"sample {j}", fontsize=7)
+        axes[i, 0].set_ylabel(_wrap(captions[i], 24), fontsize=6)
+    fig.suptitle(f"{method_name}: one caption, latent z ~ N(0, I) drawn {s} times", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(rows: Sequence[Mapping[str, float]], paper_r1: float):
+    """Left: all-attributes-correct rate (percent) on seen and unseen combinations per method.
+    Right: captioning R@1 (percent) per method, with the paper baseline's level."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [r["method"] for r in rows]
+    x = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    left.bar(x - 0.2, [r["all_correct_seen"] for r in rows], 0.4, label="seen combinations (test)")
+    left.bar(x + 0.2, [r["all_correct_unseen"] for r in rows], 0.4, label="unseen combinations (compositional)")
+    left.set_ylabel("all attributes correct (%)")
+    left.set_ylim(0, 100)
+    left.set_title("text -> image: judged generated images")
+    right.bar(x, [r["captioning_r1"] for r in rows], 0.5, color="tab:gray")
+    right.axhline(paper_r1, color="k", ls="--", lw=1, label=f"paper baseline ({paper_r1:.1f})")
+    right.axhline(paper_r1 - 5, color="tab:red", ls=":", lw=1, label="5 points below")
+    right.set_ylabel("image -> text R@1 (%)")
+    right.set_title("image -> text: captioning retrieval")
+    for ax in (left, right):
+        ax.set_xticks(x)
+        ax.set_xticklabels([_wrap(n, 14) for n in names], fontsize=7)
+        ax.set_xlabel("method")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

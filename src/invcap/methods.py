@@ -38,7 +38,7 @@ from invcap.io import cache_dir
 
 __all__ = ["Method", "METHODS", "BEST_METHOD", "method", "mmd_inverse_multiquadric", "singular_value_spread",
            "CaptionSpace", "MethodLoss", "TrainedMethod", "train_method", "method_checkpoint_path",
-           "default_generator_path", "save_generator", "TextToImage"]
+           "default_generator_path", "save_generator", "TextToImage", "generator_parts"]
 
 
 # --- loss pieces ---------------------------------------------------------------------------
@@ -138,14 +138,20 @@ class Method:
     mmd_condition_dims: int = 0     # > 0: MMD on (z, top caption coordinates) against (N(0, I), same), which
                                     # asks z to be independent of what the caption says (Ardizzone's L_z)
     detach_latent: bool = False     # feed f(x)_z to the padded inverse without its gradient
+    prior_inverse_weight: float = 0.0   # weight of ||f^-1([y_caption, z ~ N(0, I)]) - x||^2: keeps what the
+                                        # caption says in y, so that a sampled z cannot change it
+    noisy_inverse_weight: float = 0.0   # weight of ||f^-1(y_caption + eps) - z_image||^2, eps ~ N(0, inverse_noise^2 I)
+    inverse_noise: float = 0.0          # std of eps per coordinate (caption embeddings have unit norm)
 
     def __post_init__(self) -> None:
-        if self.latent_dims < 0 or self.spread_weight < 0 or self.mmd_weight < 0 or self.padded_inverse_weight < 0:
+        if min(self.latent_dims, self.spread_weight, self.mmd_weight, self.padded_inverse_weight,
+               self.noisy_inverse_weight, self.inverse_noise) < 0:
             raise ValueError(f"method {self.name!r}: weights and latent_dims must be >= 0")
         if self.latent_dims and self.captioning.get("inverse_weight", 0):
             raise ValueError(f"method {self.name!r}: with latent padding the inverse loss is "
                              f"padded_inverse_weight (it needs the latent z), not inverse_weight")
-        if self.latent_dims == 0 and (self.mmd_weight or self.padded_inverse_weight or self.mmd_condition_dims):
+        if self.latent_dims == 0 and (self.mmd_weight or self.padded_inverse_weight or self.mmd_condition_dims
+                                      or self.prior_inverse_weight):
             raise ValueError(f"method {self.name!r}: mmd_weight / padded_inverse_weight need latent_dims > 0")
 
     @property
@@ -171,11 +177,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            {"inverse_weight": 1.0}),
     Method("bidirectional+conditioned", "bidirectional + learnable bounded diagonal + spread penalty",
            {"inverse_weight": 1.0, **_BOUNDED}, spread_weight=1e-3),
-    Method("bidirectional+latent", "bidirectional with latent padding: 8 outputs carry z ~ N(0, I) (MMD), "
-           "learnable bounded diagonal", dict(_BOUNDED), latent_dims=8, mmd_weight=1.0,
-           padded_inverse_weight=1.0),
+    Method("bidirectional+latent", "latent padding: the last 8 outputs carry z ~ N(0, I) (MMD); inverse losses "
+           "from [caption, f(x)_z] and from [caption, sampled z]", {}, latent_dims=8, mmd_weight=1.0,
+           padded_inverse_weight=1.0, prior_inverse_weight=1.0),
 ]}
-BEST_METHOD = "bidirectional+latent"  # the default of `python -m invcap generate` (chosen in notebook 05)
+BEST_METHOD = "bidirectional"  # a fallback name; notebook 05 picks the best by its numbers and saves it
 
 
 def method(name: str) -> Method:
@@ -204,6 +210,11 @@ class MethodLoss:
             spread = sum(singular_value_spread(layer.weight, layer.log_abs_det()) for layer in net.linears)
             total = total + m.spread_weight * spread
             self.last["spread"] = float(spread.detach())
+        if m.noisy_inverse_weight > 0:
+            noisy = y + m.inverse_noise * torch.randn_like(y)
+            noisy_mse = torch.mean((net.inverse(noisy) - z) ** 2)
+            total = total + m.noisy_inverse_weight * noisy_mse
+            self.last["noisy_inverse_mse"] = float(noisy_mse.detach())
         if m.latent_dims > 0:
             k = net.features - m.latent_dims
             latent = net(z)[:, k:]
@@ -222,6 +233,11 @@ class MethodLoss:
                 inverse_mse = torch.mean((rebuilt - z) ** 2)
                 total = total + m.padded_inverse_weight * inverse_mse
                 self.last["inverse_mse"] = float(inverse_mse.detach())
+            if m.prior_inverse_weight > 0:
+                sampled = net.inverse(torch.cat([y[:, :k], torch.randn_like(latent)], dim=1))
+                prior_mse = torch.mean((sampled - z) ** 2)
+                total = total + m.prior_inverse_weight * prior_mse
+                self.last["prior_inverse_mse"] = float(prior_mse.detach())
         return total
 
 
@@ -331,7 +347,7 @@ def train_method(spec: Method | str, latents: torch.Tensor, caption_embeddings: 
         space = CaptionSpace.fit(caption_embeddings)
         targets = space.rotate(caption_embeddings.float())
         forward_dims = latents.shape[1] - spec.latent_dims
-    needs_extra = spec.spread_weight > 0 or spec.latent_dims > 0
+    needs_extra = spec.spread_weight > 0 or spec.latent_dims > 0 or spec.noisy_inverse_weight > 0
     extra = MethodLoss(spec, space) if needs_extra else None
     kwargs = {"forward_dims": forward_dims} if forward_dims is not None else {}
     run = train_captioning(latents, targets, config, checkpoint=path, progress=progress, extra_loss=extra, **kwargs)
@@ -410,3 +426,13 @@ class TextToImage:
         images = self.autoencoder.decode(latents.reshape(-1, latents.shape[-1]))
         images = check_images(images, "generated images").clamp(0, 1)
         return images.reshape(len(captions), samples, *images.shape[1:])
+
+
+def generator_parts(features) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """(autoencoder, its ``AutoencoderConfig`` fields, sentence model name) of a ``Features``
+    record from ``invcap.features.load_features``: what ``save_generator`` needs beside the method."""
+    meta_path = Path(features.info["autoencoder_checkpoint"]).with_suffix(".json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"the autoencoder's metadata {meta_path} is missing; rerun notebook 02 (make paper)")
+    config = json.loads(meta_path.read_text())["config"]
+    return features.autoencoder, config, features.info["model"]
