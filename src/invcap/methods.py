@@ -177,9 +177,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            {"inverse_weight": 1.0}),
     Method("bidirectional+conditioned", "bidirectional + learnable bounded diagonal + spread penalty",
            {"inverse_weight": 1.0, **_BOUNDED}, spread_weight=1e-3),
+    # Conditioning control is part of it: without it, a 2-thread run diverged at step ~100 (the inverse
+    # of sampled z blows up); with the bounded diagonal and the spread penalty it trains stably.
     Method("bidirectional+latent", "latent padding: the last 8 outputs carry z ~ N(0, I) (MMD); inverse losses "
-           "from [caption, f(x)_z] and from [caption, sampled z]", {}, latent_dims=8, mmd_weight=1.0,
-           padded_inverse_weight=1.0, prior_inverse_weight=1.0),
+           "from [caption, f(x)_z] and from [caption, sampled z]; bounded diagonal + spread penalty",
+           dict(_BOUNDED), spread_weight=1e-3, latent_dims=8, mmd_weight=1.0, padded_inverse_weight=1.0,
+           prior_inverse_weight=1.0),
 ]}
 BEST_METHOD = "bidirectional"  # a fallback name; notebook 05 picks the best by its numbers and saves it
 
