@@ -174,3 +174,24 @@ def test_latent_padding_pushes_the_latent_towards_a_standard_normal(tmp_path, mo
     loss = MethodLoss(spec)
     value = loss(after.net, z[:32], after.space.rotate(y[:32, 0]))
     assert bool(torch.isfinite(value)) and set(loss.last) == {"mmd", "inverse_mse"}
+
+
+def test_optional_loss_terms_report_themselves_and_validate():
+    z, y = _toy_pair(n=64)
+    space = CaptionSpace.fit(y)
+    net = InvertibleMLP(16, 2, init_std=0.1)
+    spec = Method("all", "", {}, spread_weight=1e-3, latent_dims=2, mmd_weight=1.0, padded_inverse_weight=1.0,
+                  mmd_condition_dims=3, detach_latent=True, prior_inverse_weight=0.5)
+    loss = MethodLoss(spec, space)
+    value = loss(net, z[:32], space.rotate(y[:32, 0]))
+    value.backward()
+    assert bool(torch.isfinite(value)) and set(loss.last) == {"spread", "mmd", "inverse_mse", "prior_inverse_mse"}
+    assert all(p.grad is not None for p in net.parameters())
+    noisy = MethodLoss(Method("noisy", "", {}, noisy_inverse_weight=1.0, inverse_noise=0.02))
+    assert float(noisy(net, z[:8], y[:8, 0]).detach()) > 0 and set(noisy.last) == {"noisy_inverse_mse"}
+    with pytest.raises(ValueError, match="CaptionSpace"):
+        MethodLoss(spec)
+    with pytest.raises(ValueError, match=">= 0"):
+        Method("x", "", inverse_noise=-1.0)
+    with pytest.raises(ValueError, match="latent_dims"):
+        Method("x", "", prior_inverse_weight=1.0)
