@@ -1,5 +1,8 @@
 """invcap.captioning: training, targets, checkpoints (atomic, resumed, keyed by config), baseline."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,6 +34,11 @@ def test_training_fits_and_inverts():
     # The MSE-optimal prediction is the mean caption (measured 1e-6 after 300 steps; start 0.28).
     assert torch.mean((pred - y_mean) ** 2) < 1e-4 < 0.1 < torch.mean((z - y_mean) ** 2)
     assert torch.allclose(invert(run.net, pred), z, atol=1e-4)
+    pred64 = predict(run.net, z, dtype=torch.float64)
+    assert pred64.dtype == torch.float64 and torch.allclose(pred64, pred.double(), atol=1e-5)
+    assert torch.allclose(invert(run.net, pred64, dtype=torch.float64), z.double(), atol=1e-10)
+    with pytest.raises(ValueError, match="dtype"):
+        predict(run.net, z, dtype=torch.float16)
 
 
 def test_mean_target_and_inverse_weight_and_extra_loss():
@@ -166,3 +174,42 @@ def test_embedding_errors_bias_variance_split():
     assert err["mse_mean_caption"] == pytest.approx(float(((pred.double() - y.double().mean(1)) ** 2).mean()), rel=1e-9)
     assert err["caption_spread_mse"] == pytest.approx(0.01 * 4 / 5, rel=0.05)  # spread around the sample mean of 5
     assert 0.9 < err["cosine_per_caption"] < err["cosine_mean_caption"] <= 1
+
+
+# --- artifacts of notebook 03 (nbval ignores images, so they are checked here) -------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["03_loss_curves.png", "03_retrieved_captions.png"])
+def test_notebook_03_figures(name):
+    from PIL import Image
+
+    path = ROOT / "figures" / name
+    assert path.is_file(), f"{path} missing: run `make paper`"
+    with Image.open(path) as image:
+        width, height = image.size
+    assert 400 <= width <= 4000 and 250 <= height <= 4000, (width, height)
+
+
+def test_notebook_03_results():
+    results = json.loads((ROOT / "results" / "captioning.json").read_text())
+    assert {"config", "seed", "versions", "device", "git_commit"} <= set(results["run"])
+    for split in ("train", "test"):
+        for model in ("invertible f", "OLS baseline"):
+            e = results["embedding_error"][split][model]
+            assert 0 < e["mse_mean_caption"] < e["mse_per_caption"]
+    for model in ("invertible f", "OLS baseline"):
+        for direction in ("i2t", "t2i"):
+            r = results["retrieval"][model][direction]
+            assert 0 <= r["R@1"] <= r["R@5"] <= r["R@10"] <= 100 and r["median_rank"] >= 1
+
+
+def test_label_mean_predictor():
+    from invcap.captioning import label_mean_predictor
+
+    y = torch.tensor([[[1.0, 0.0], [3.0, 0.0]], [[0.0, 2.0], [0.0, 4.0]], [[5.0, 0.0], [7.0, 0.0]]])
+    out = label_mean_predictor(["a", "b", "a"], y, ["b", "a"])
+    assert torch.allclose(out, torch.tensor([[0.0, 3.0], [4.0, 0.0]]))
+    with pytest.raises(ValueError, match="never occur"):
+        label_mean_predictor(["a", "b", "a"], y, ["c"])

@@ -1,6 +1,8 @@
 """invcap.inversion against references: autograd Jacobians, skimage/closed-form PSNR, Lipschitz bounds."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +53,40 @@ def test_amplification_is_bounded_and_matches_local_gain():
     assert bool((amp >= 1 / gains["sigma_max"] * (1 - 1e-5)).all())
     with pytest.raises(ValueError, match="eps"):
         amplification(net, y, d, eps=0.0)
+    # One step length per row: the full step to another point gives its exact ratio.
+    target = net(x + 0.3 * torch.randn(64, D))
+    steps = (target - y).double().norm(dim=1)
+    full = amplification(net, y, target - y, steps)
+    net64 = net.double()
+    expected = (net64.inverse(target.double()) - net64.inverse(y.double())).norm(dim=1) / steps
+    assert torch.allclose(full, expected, rtol=1e-6)
+
+
+def test_principal_directions_and_directional_gains():
+    from invcap.inversion import directional_gains, principal_directions
+
+    gen = torch.Generator().manual_seed(1)
+    cloud = torch.randn(500, D, generator=gen) * torch.linspace(3, 0.1, D)
+    axes, spread = principal_directions(cloud)
+    assert torch.allclose(axes @ axes.T, torch.eye(D, dtype=torch.float64), atol=1e-10)
+    assert spread[0] == pytest.approx(3, rel=0.15) and spread[-1] == pytest.approx(0.1, rel=0.15)
+    net = _net()
+    y = net(torch.randn(8, D, generator=gen))
+    gains = directional_gains(net, y, axes[:3], eps=1e-6)
+    assert gains.shape == (3,)
+    assert float(gains[1]) == pytest.approx(float(amplification(net, y, axes[1].expand(8, -1), 1e-6).median()))
+
+
+def test_volume_contraction_matches_slogdet():
+    from invcap.inversion import volume_contraction
+
+    net = _net()
+    x = torch.randn(5, D, dtype=torch.float64)
+    out = volume_contraction(net, x)
+    net64 = net.double()
+    logdets = [torch.linalg.slogdet(torch.autograd.functional.jacobian(net64, row)).logabsdet for row in x]
+    assert out["mean_log_abs_det"] == pytest.approx(float(torch.stack(logdets).mean()), rel=1e-9)
+    assert out["activation_floor_per_dim"] == 0.25 and out["weights_scale_per_dim"] == pytest.approx(1.0)
 
 
 def test_psnr_and_ssim_references():
@@ -87,6 +123,10 @@ def test_noise_sweep_recovers_input_at_zero_noise_and_degrades():
     psnrs = [r["psnr"] for r in rows]
     assert psnrs == sorted(psnrs, reverse=True)
     assert rows[-1]["psnr"] < 25
+    rows64 = noise_sweep(net, _decode, net(z), images, [0.0, 1e-3], progress=False, dtype=torch.float64)
+    assert rows64[0]["psnr"] >= rows[0]["psnr"] - 1e-6 and rows64[1]["rms_dy"] == pytest.approx(rows[1]["rms_dy"], rel=1e-6)
+    with pytest.raises(ValueError, match="dtype"):
+        noise_sweep(net, _decode, net(z), images, [0.0], progress=False, dtype=torch.float16)
 
 
 def test_generate_checks_captions_and_reports_nonfinite():
@@ -133,3 +173,33 @@ def test_nearest_neighbour_judge():
     assert acc == {"colour": pytest.approx(100 / 3), "all": pytest.approx(100 / 3)}
     with pytest.raises(ValueError, match="reference images"):
         nearest_neighbour_attributes(imgs, ref, attrs[:1])
+
+
+# --- artifacts of notebook 04 (nbval ignores images, so they are checked here) -------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["04_generation_grid.png", "04_user_captions.png", "04_noise_sweep.png",
+                                  "04_conditioning.png"])
+def test_notebook_04_figures(name):
+    from PIL import Image
+
+    path = ROOT / "figures" / name
+    assert path.is_file(), f"{path} missing: run `make paper`"
+    with Image.open(path) as image:
+        width, height = image.size
+    assert 300 <= width <= 4000 and 150 <= height <= 4000, (width, height)
+
+
+def test_notebook_04_results():
+    results = json.loads((ROOT / "results" / "inversion.json").read_text())
+    assert {"config", "seed", "versions", "device", "git_commit"} <= set(results["run"])
+    assert set(results["noise_sweep"]) == set(results["paper_noise"]) == {"float32", "float64"}
+    for precision, rows in results["noise_sweep"].items():
+        sigmas = [row["sigma"] for row in rows]
+        assert sigmas == sorted(sigmas) and sigmas[0] == 0
+        assert set(results["paper_noise"][precision]) == {"std", "variance"}
+    bound = results["conditioning"]["inverse_lipschitz_bound"]
+    # The bound must hold for every measured amplification (up to float64 rounding).
+    assert all(a["max"] <= bound * (1 + 1e-6) for a in results["amplification"].values())

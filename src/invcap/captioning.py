@@ -22,6 +22,7 @@ another path (``checkpoint_path`` keys the name by the config).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -37,7 +38,7 @@ from invcap.repro import resolve_device
 
 __all__ = ["CaptioningConfig", "CaptioningRun", "build_network", "train_captioning", "predict",
            "invert", "checkpoint_path", "caption_targets", "LeastSquares", "fit_least_squares",
-           "check_pair"]
+           "check_pair", "load_network", "embedding_errors", "label_mean_predictor", "plot_history", "plot_retrieved_captions"]
 
 ExtraLoss = Callable[[InvertibleMLP, torch.Tensor, torch.Tensor], torch.Tensor]
 TARGETS = ("sample", "mean")
@@ -343,18 +344,32 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
 
 # --- using the network ---------------------------------------------------------------------
 
-@torch.no_grad()
-def predict(net: InvertibleMLP, latents: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """f(z) for (N, d) latents, batched, on the network's device; returns a CPU tensor."""
-    device = next(net.parameters()).device
-    return torch.cat([net(chunk.to(device, torch.float32)).cpu() for chunk in latents.split(batch_size)])
+def _runnable(net: InvertibleMLP, dtype: torch.dtype) -> InvertibleMLP:
+    # float64 runs a CPU copy: the network's own maths without float32 rounding.
+    if dtype == torch.float32:
+        return net
+    if dtype != torch.float64:
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    return copy.deepcopy(net).to("cpu", torch.float64)
 
 
 @torch.no_grad()
-def invert(net: InvertibleMLP, embeddings: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """f^-1(y) for (N, d) embeddings, batched; returns a CPU tensor."""
+def predict(net: InvertibleMLP, latents: torch.Tensor, batch_size: int = 4096,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """f(z) for (N, d) latents, batched, on the network's device (float64: on the CPU); returns
+    a CPU tensor of ``dtype``."""
+    net = _runnable(net, dtype)
     device = next(net.parameters()).device
-    return torch.cat([net.inverse(chunk.to(device, torch.float32)).cpu() for chunk in embeddings.split(batch_size)])
+    return torch.cat([net(chunk.to(device, dtype)).cpu() for chunk in latents.split(batch_size)])
+
+
+@torch.no_grad()
+def invert(net: InvertibleMLP, embeddings: torch.Tensor, batch_size: int = 4096,
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """f^-1(y) for (N, d) embeddings, batched; returns a CPU tensor of ``dtype``."""
+    net = _runnable(net, dtype)
+    device = next(net.parameters()).device
+    return torch.cat([net.inverse(chunk.to(device, dtype)).cpu() for chunk in embeddings.split(batch_size)])
 
 
 @dataclass
@@ -384,6 +399,25 @@ def fit_least_squares(latents: torch.Tensor, targets: torch.Tensor) -> LeastSqua
 
 
 # --- evaluation and figures ----------------------------------------------------------------
+
+def label_mean_predictor(labels: list, caption_embeddings: torch.Tensor, query_labels: list) -> torch.Tensor:
+    """An oracle reference: for every query, the mean caption embedding of all training images
+    with the same label (e.g. the same attribute combination on the embedded dataset). It is the
+    MSE-optimal prediction from the label alone, so its error is what perfect attribute
+    recognition would achieve. (N, C, d) embeddings in, (Q, d) out."""
+    caption_embeddings = caption_embeddings if caption_embeddings.dim() == 3 else caption_embeddings[:, None]
+    if len(labels) != caption_embeddings.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {caption_embeddings.shape[0]} images")
+    codes: dict = {}
+    index = torch.tensor([codes.setdefault(label, len(codes)) for label in labels])
+    sums = torch.zeros(len(codes), caption_embeddings.shape[-1], dtype=torch.float64)
+    sums.index_add_(0, index, caption_embeddings.double().mean(dim=1))
+    means = sums / torch.bincount(index, minlength=len(codes))[:, None]
+    missing = [label for label in query_labels if label not in codes]
+    if missing:
+        raise ValueError(f"{len(missing)} query labels never occur in training (first: {missing[0]!r})")
+    return means[[codes[label] for label in query_labels]].float()
+
 
 def embedding_errors(pred: torch.Tensor, caption_embeddings: torch.Tensor) -> dict[str, float]:
     """How close predicted caption embeddings (N, d) are to the captions (N, C, d), in float64.
@@ -436,7 +470,7 @@ def plot_history(history: dict[str, list[float]], floor: float | None = None, sm
 
 
 def plot_retrieved_captions(images: torch.Tensor, retrieved: list[list[str]], correct: list[list[bool]],
-                            truth: list[str] | None = None, width: int = 48):
+                            truth: list[str] | None = None, width: int = 100):
     """One row per image: the image and its retrieved captions (best first, marked correct or
     wrong). Returns the figure."""
     import textwrap
@@ -447,16 +481,16 @@ def plot_retrieved_captions(images: torch.Tensor, retrieved: list[list[str]], co
 
     check_images(images, "images to show")
     n = images.shape[0]
-    fig, axes = plt.subplots(n, 2, figsize=(8.5, 1.45 * n), gridspec_kw={"width_ratios": [1, 5]})
+    fig, axes = plt.subplots(n, 2, figsize=(10, 1.2 * n), gridspec_kw={"width_ratios": [1, 8]})
     axes = axes.reshape(n, 2)
     for i in range(n):
         axes[i, 0].imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
         axes[i, 0].axis("off")
         lines = []
         if truth is not None:
-            lines.append("true: " + textwrap.shorten(truth[i], width + 20))
+            lines.append("true: " + textwrap.shorten(truth[i], width))
         for rank, (caption, ok) in enumerate(zip(retrieved[i], correct[i]), 1):
-            lines.append(f"{rank}. [{'ok' if ok else 'wrong'}] " + textwrap.shorten(caption, width + 20))
+            lines.append(f"{rank}. [{'ok' if ok else 'wrong'}] " + textwrap.shorten(caption, width))
         axes[i, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
         axes[i, 1].axis("off")
     fig.tight_layout()
