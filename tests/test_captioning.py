@@ -181,17 +181,6 @@ def test_embedding_errors_bias_variance_split():
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["03_loss_curves.png", "03_retrieved_captions.png"])
-def test_notebook_03_figures(name):
-    from PIL import Image
-
-    path = ROOT / "figures" / name
-    assert path.is_file(), f"{path} missing: run `make paper`"
-    with Image.open(path) as image:
-        width, height = image.size
-    assert 400 <= width <= 4000 and 250 <= height <= 4000, (width, height)
-
-
 def test_notebook_03_results():
     results = json.loads((ROOT / "results" / "captioning.json").read_text())
     assert {"config", "seed", "versions", "device", "git_commit"} <= set(results["run"])
