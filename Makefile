@@ -42,6 +42,7 @@ paper: setup ## execute every notebook in order (papermill, in place): regenerat
 	    --no-progress-bar "$$nb" "$$nb" || exit 1; \
 	  $(PY) -m invcap.notebook_tools strip "$$nb" || exit 1; \
 	done
+	$(PY) -m invcap.notebook_tools readme-toy-table
 
 test: setup test-unit test-notebooks ## run pytest on tests/ and nbval on every notebook
 

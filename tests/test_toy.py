@@ -351,6 +351,24 @@ def test_readme_shows_this_runs_table():
     assert toy.markdown_table(rows) in section
 
 
+def test_readme_table_is_rewritten_from_the_csv(tmp_path):
+    from invcap.notebook_tools import update_readme_toy_table
+
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"<!-- section:toy -->(.*)<!-- /section:toy -->", readme, re.S).group(1)
+    table = re.search(r"^\| function \| variant.*?\n(?!\|)", section, re.S | re.M).group(0)
+    stale = tmp_path / "README.md"
+    stale.write_text(readme.replace(table, table.replace("| sine |", "| sine?? |", 1)))
+    assert update_readme_toy_table(stale, ROOT / "results" / "table1.csv")
+    assert stale.read_text() == readme                      # restored exactly, the rest untouched
+    assert not update_readme_toy_table(stale, ROOT / "results" / "table1.csv")
+    with pytest.raises(FileNotFoundError, match="make paper"):
+        update_readme_toy_table(stale, tmp_path / "missing.csv")
+    (tmp_path / "other.md").write_text("# no toy section\n")
+    with pytest.raises(ValueError, match="section:toy"):
+        update_readme_toy_table(tmp_path / "other.md", ROOT / "results" / "table1.csv")
+
+
 def test_divergence_is_a_clear_error():
     with pytest.raises(ValueError, match="training diverged"):
         run_experiment(torch.exp, (-1.0, 1.0), "paper", **{**TINY, "steps": 30, "lr": 1e6})
