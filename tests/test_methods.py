@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 
 import pytest
@@ -126,10 +127,13 @@ def _toy_pair(n=256, d=16, seed=5):
 def test_every_method_trains_caches_and_round_trips(name, tmp_path, monkeypatch):
     monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
     z, y = _toy_pair()
-    trained = train_method(name, z, y, steps=30, depth=2, batch_size=64, device="cpu", progress=False)
+    spec = method(name)
+    if spec.image_rank:
+        spec = dataclasses.replace(spec, image_rank=8)  # the toy latents have 16 dimensions
+    trained = train_method(spec, z, y, steps=30, depth=2, batch_size=64, device="cpu", progress=False)
     assert trained.checkpoint is not None and trained.checkpoint.is_file()
     assert trained.checkpoint.parent == tmp_path / "methods"
-    again = train_method(name, z, y, steps=30, depth=2, batch_size=64, device="cpu", progress=False)
+    again = train_method(spec, z, y, steps=30, depth=2, batch_size=64, device="cpu", progress=False)
     for p, q in zip(trained.net.parameters(), again.net.parameters()):
         assert torch.equal(p, q)  # loaded, not retrained with other numbers
     pred = trained.caption(z[:5])
@@ -195,3 +199,62 @@ def test_optional_loss_terms_report_themselves_and_validate():
         Method("x", "", inverse_noise=-1.0)
     with pytest.raises(ValueError, match="latent_dims"):
         Method("x", "", prior_inverse_weight=1.0)
+
+
+def test_caption_space_projection_is_the_orthogonal_projection_onto_the_top_directions():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(200, 6, generator=g, dtype=torch.float64) * torch.tensor([5.0, 3.0, 2.0, 0.5, 0.2, 0.1],
+                                                                              dtype=torch.float64)
+    space = CaptionSpace.fit(x)
+    p = space.project(x.float(), 2).double()
+    # reference: least squares onto the mean plus the span of the two leading eigenvectors (numpy-free SVD)
+    centred = x - x.mean(0)
+    top = torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
+    reference = x.mean(0) + centred @ top @ top.T
+    assert torch.allclose(p, reference, atol=1e-4)
+    assert torch.allclose(space.project(p.float(), 2).double(), p, atol=1e-5)  # idempotent
+
+
+def test_projected_inverse_ignores_directions_outside_the_image_subspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    z, y = _toy_pair(n=512)
+    spec = Method("proj", "", image_rank=6, projected_inverse_weight=1.0)
+    trained = train_method(spec, z, y, steps=120, depth=2, batch_size=128, device="cpu", progress=False,
+                           checkpoint=False)
+    space = trained.image_space
+    outside = space.basis[:, 6:] @ torch.randn(10, 16, generator=torch.Generator().manual_seed(1))[:, :10]
+    # captioning reads only the subspace: moving a latent along the free directions changes nothing
+    assert torch.allclose(trained.caption(z[:10] + outside.T), trained.caption(z[:10]), atol=1e-5)
+    # generated latents lie in the subspace: their coordinates beyond the first 6 are zero
+    x = trained.invert(y[:20, 0])[:, 0]
+    assert float(space.rotate(x)[:, 6:].abs().max()) < 1e-4
+    # the loss term: zero error inside the subspace gives zero loss whatever f^-1 does outside it
+    loss = MethodLoss(spec, image_space=space)
+    net = trained.net
+    with torch.no_grad():
+        target = space.project(net.inverse(y[:8, 0]), 6)
+        shifted = net.inverse(y[:8, 0]) + (space.basis[:, 6:] @ torch.ones(10)) * 3.0
+    assert float(loss(net, target, y[:8, 0]).detach()) < 1e-10 and set(loss.last) == {"projected_inverse_mse"}
+    assert float(loss(net, space.project(shifted, 6), y[:8, 0]).detach()) < 1e-10
+    with pytest.raises(ValueError, match="image_space"):
+        MethodLoss(spec)
+    with pytest.raises(ValueError, match="go together"):
+        Method("x", "", image_rank=4)
+    with pytest.raises(ValueError, match="projected_inverse_weight"):
+        Method("x", "", {"inverse_weight": 1.0}, image_rank=4, projected_inverse_weight=1.0)
+    with pytest.raises(ValueError, match="below the width"):
+        train_method(Method("x", "", image_rank=16, projected_inverse_weight=1.0), z, y, steps=1, depth=2,
+                     device="cpu", progress=False, checkpoint=False)
+
+
+def test_projected_bidirectional_inverts_real_captions_better_than_paper(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    z, y = _toy_pair(n=512)
+    spec = dataclasses.replace(method("bidirectional+projected"), image_rank=8)
+    errors = {}
+    for name, s in (("paper", method("paper")), ("projected", spec)):
+        trained = train_method(s, z, y, steps=120, depth=2, batch_size=128, device="cpu", progress=False,
+                               checkpoint=False)
+        projected_z = trained.project(z) if s.image_rank else z
+        errors[name] = float(((trained.invert(y[:, 0])[:, 0] - projected_z) ** 2).mean())
+    assert errors["projected"] < errors["paper"]
