@@ -62,6 +62,14 @@ def test_training_lowers_the_error_and_is_deterministic():
     assert not any(p.requires_grad for p in model.parameters())  # frozen
 
 
+@pytest.mark.parametrize("n_images", [64, 192, 640])  # 1, 3 and 10 steps
+def test_short_runs_train(n_images):
+    images = torch.rand(n_images, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    config = AutoencoderConfig(image_size=16, latent_dim=48, widths=(4, 8), epochs=1, batch_size=64)
+    _, info = train_autoencoder(images, None, config, device="cpu", progress=False)
+    assert len(info["history"]["train_mse"]) == 1 and info["history"]["train_mse"][0] > 0
+
+
 def test_checkpoint_is_reused_and_keyed_by_config(tmp_path, monkeypatch):
     monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
     train = _blobs(48)

@@ -185,7 +185,12 @@ def train_autoencoder(train_images: torch.Tensor, val_images: torch.Tensor | Non
     model = config.model().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train_images) / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1)
+    if steps >= 4:
+        # at least two warm-up steps: with one, OneCycleLR divides by zero inside torch
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
+                                                    pct_start=max(0.1, 2 / steps))
+    else:  # too few steps for a schedule
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     gen = torch.Generator().manual_seed(config.seed)
     data = train_images.to(device)
     history: dict[str, list] = {"epoch": [], "train_mse": [], "val_mse": []}
