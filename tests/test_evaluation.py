@@ -182,16 +182,3 @@ def test_generate_and_score_plumbing():
     with pytest.raises(ValueError, match="same images"):
         score_generated(images, embeddings[:5], attributes, _Oracle(owners), lambda im: im.flatten(1))
     assert isinstance(AttributeJudge(TOY, 16, 4), torch.nn.Module)
-
-
-@pytest.mark.parametrize("name", ["05_ablation.png", "05_generated_grid.png", "05_samples.png"])
-def test_notebook_05_figures_exist_with_sensible_sizes(name):
-    from pathlib import Path
-
-    from PIL import Image
-
-    path = Path(__file__).resolve().parents[1] / "figures" / name
-    assert path.is_file(), f"{name} missing: run `make paper`"
-    with Image.open(path) as image:
-        width, height = image.size
-    assert 400 <= width <= 4000 and 200 <= height <= 4000, (width, height)
