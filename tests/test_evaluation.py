@@ -182,3 +182,67 @@ def test_generate_and_score_plumbing():
     with pytest.raises(ValueError, match="same images"):
         score_generated(images, embeddings[:5], attributes, _Oracle(owners), lambda im: im.flatten(1))
     assert isinstance(AttributeJudge(TOY, 16, 4), torch.nn.Module)
+
+
+class _Backwards:
+    """A stand-in trained method whose f^-1 sends the k-th caption of the bank to ``targets[k]``."""
+
+    def __init__(self, targets):
+        self.targets, self.method = targets, type("Spec", (), {"name": "stand-in"})()
+
+    def invert(self, y, samples=1, seed=0):
+        assert y.shape[0] == self.targets.shape[0]
+        return self.targets[:, None, :].expand(-1, samples, -1).clone()
+
+    def project(self, latents):
+        return latents
+
+
+def test_inverse_retrieval_ranks_captions_by_their_inverted_latents():
+    from types import SimpleNamespace
+
+    from invcap.evaluation import inverse_retrieval
+
+    n, c, d = 60, 5, 24
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(n, d, generator=g) + 5.0          # offset: centring must remove it
+    split = SimpleNamespace(caption_embeddings=torch.randn(n, c, 8, generator=g), latents=latents, attributes=None)
+    near_own = latents.repeat_interleave(c, dim=0) + 0.05 * torch.randn(n * c, d, generator=g)
+    assert inverse_retrieval(_Backwards(near_own), split)["i2t"]["R@1"] == 100.0
+    near_next = latents.roll(1, dims=0).repeat_interleave(c, dim=0)  # every caption lands on another image
+    assert inverse_retrieval(_Backwards(near_next), split)["i2t"]["R@1"] == 0.0
+    # with attribute labels, a caption landing on another image with the same label counts
+    split.attributes = [{"colour": "red" if i % 2 else "green"} for i in range(n)]
+    near_same_label = latents.roll(2, dims=0).repeat_interleave(c, dim=0)
+    assert inverse_retrieval(_Backwards(near_same_label), split)["i2t"]["R@1"] == 100.0
+    broken = near_own.clone()
+    broken[7, 0] = float("inf")
+    with pytest.raises(ValueError, match="not finite"):
+        inverse_retrieval(_Backwards(broken), split)
+
+
+def test_committed_ablation_table():
+    import csv
+    import json
+    from pathlib import Path
+
+    from invcap.evaluation import ABLATION_COLUMNS
+    from invcap.methods import METHODS
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    with open(results / "ablation.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == ABLATION_COLUMNS, "results/ablation.csv is stale: run notebook 05 (make paper)"
+    assert {r["method"] for r in rows} <= set(METHODS) and "paper" in {r["method"] for r in rows}
+    for r in rows:
+        for column in ABLATION_COLUMNS[1:]:
+            value = float(r[column])
+            if column == "diversity":
+                assert math.isnan(value) or value >= 0
+            elif column == "forward_mse":
+                assert 0 < value < 1
+            else:
+                assert 0 <= value <= 100, (r["method"], column, value)
+    record = json.loads((results / "ablation.json").read_text())
+    assert {"config", "seed", "versions", "device", "git_commit"} <= set(record["run"])
+    assert record["best"]["method"] in METHODS and set(record["goal"]) and record["judge_at_least_97"]

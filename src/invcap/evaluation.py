@@ -32,6 +32,7 @@ from invcap.retrieval import attribute_labels, cosine_similarity_matrix, retriev
 __all__ = ["AttributeJudge", "JudgeConfig", "encode_labels", "judge_training_set", "augment", "train_judge",
            "load_or_train_judge", "judge_accuracy", "r_precision", "pairwise_diversity", "reference_diversity",
            "decode_latents", "generate_split", "score_generated", "evaluate_method", "ABLATION_COLUMNS",
+           "inverse_retrieval",
            "plot_generation_grid", "plot_samples", "plot_ablation"]
 
 JUDGE_FORMAT = 1
@@ -374,8 +375,27 @@ def reference_diversity(images: torch.Tensor, attribute_dicts: Sequence[Mapping[
     return pairwise_diversity(torch.stack([images[idx] for idx in chosen]))
 
 
-ABLATION_COLUMNS = ("method", "captioning_r1", "forward_mse", "attribute_acc_seen", "attribute_acc_unseen",
-                    "all_correct_seen", "all_correct_unseen", "r_precision_seen", "r_precision_unseen", "diversity")
+ABLATION_COLUMNS = ("method", "captioning_r1", "captioning_r1_inverse", "forward_mse", "attribute_acc_seen",
+                    "attribute_acc_unseen", "all_correct_seen", "all_correct_unseen", "r_precision_seen", "r_precision_unseen", "diversity")
+
+
+@torch.no_grad()
+def inverse_retrieval(trained, split, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Image -> text retrieval with the same network run backwards: every caption of the bank is
+    inverted, f^-1(y) (as the method generates: projected, or with z drawn for latent padding),
+    and each image ranks the captions by cosine similarity between its own latent and theirs, both
+    centred on the mean image latent of ``split``. Same protocol and output as
+    ``retrieval_metrics`` (attribute match when ``split.attributes`` is set). It tells whether
+    a network that captions poorly forwards still places captions next to their images backwards."""
+    n, c, d = split.caption_embeddings.shape
+    inverted = trained.invert(split.caption_embeddings.reshape(n * c, d), samples=1, seed=seed)[:, 0]
+    if not bool(torch.isfinite(inverted).all()):
+        raise ValueError(f"{trained.method.name}: f^-1 of {int((~torch.isfinite(inverted)).any(dim=1).sum())} "
+                         "captions is not finite; inverse-direction retrieval is undefined")
+    latents = trained.project(split.latents.float())
+    centre = latents.mean(dim=0)
+    labels = attribute_labels(split.attributes) if split.attributes is not None else None
+    return retrieval_metrics(latents - centre, inverted.reshape(n, c, -1) - centre, labels=labels)
 
 
 @torch.no_grad()
@@ -386,15 +406,19 @@ def evaluate_method(trained, seen, unseen, judge: AttributeJudge, decode: Callab
 
     seen / unseen: ``Features`` of the test split and of the compositional split (attribute
     combinations never trained on). Captioning: image -> text R@1 (attribute match, percent) and
-    MSE to the mean caption on ``seen``. Generation: one image from every caption of both splits,
+    MSE to the mean caption on ``seen``; beside it the same R@1 with the network run backwards
+    (``inverse_retrieval``). Generation: one image from every caption of both splits,
     judged per attribute; R-precision with ``caption_images`` (the reference captioning model on
     re-encoded images); diversity of ``samples`` images from each seen image's first caption
     (NaN for methods that cannot sample)."""
     pred = trained.caption(seen.latents)
     retrieval = retrieval_metrics(pred, seen.caption_embeddings, labels=attribute_labels(seen.attributes))
     mse = float(((pred.double() - seen.caption_embeddings.double().mean(dim=1)) ** 2).mean())
-    row = {"method": trained.method.name, "captioning_r1": retrieval["i2t"]["R@1"], "forward_mse": mse}
-    details: dict = {"retrieval": {k: retrieval[k] for k in ("i2t", "t2i")}}
+    backwards = inverse_retrieval(trained, seen, seed)
+    row = {"method": trained.method.name, "captioning_r1": retrieval["i2t"]["R@1"],
+           "captioning_r1_inverse": backwards["i2t"]["R@1"], "forward_mse": mse}
+    details: dict = {"retrieval": {k: retrieval[k] for k in ("i2t", "t2i")},
+                     "retrieval_inverse": {k: backwards[k] for k in ("i2t", "t2i")}}
     for tag, split in (("seen", seen), ("unseen", unseen)):
         images = generate_split(trained, split.caption_embeddings, decode, samples=1, seed=seed)
         scores = score_generated(images, split.caption_embeddings, split.attributes, judge, caption_images,
@@ -474,27 +498,36 @@ def plot_samples(real: torch.Tensor, captions: Sequence[str], samples: torch.Ten
 
 def plot_ablation(rows: Sequence[Mapping[str, float]], paper_r1: float):
     """Left: all-attributes-correct rate (percent) on seen and unseen combinations per method.
-    Right: captioning R@1 (percent) per method, with the paper baseline's level."""
+    Right: captioning R@1 (percent) per method through f (forward) and, where the rows have it,
+    through f^-1 (``inverse_retrieval``), with the paper baseline's forward level."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     names = [r["method"] for r in rows]
     x = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     left.bar(x - 0.2, [r["all_correct_seen"] for r in rows], 0.4, label="seen combinations (test)")
     left.bar(x + 0.2, [r["all_correct_unseen"] for r in rows], 0.4, label="unseen combinations (compositional)")
     left.set_ylabel("all attributes correct (%)")
     left.set_ylim(0, 100)
     left.set_title("text -> image: judged generated images")
-    right.bar(x, [r["captioning_r1"] for r in rows], 0.5, color="tab:gray")
+    backwards = all("captioning_r1_inverse" in r for r in rows)
+    width = 0.4 if backwards else 0.5
+    right.bar(x - (0.2 if backwards else 0), [r["captioning_r1"] for r in rows], width, color="tab:gray",
+              label="through f (forward, captioning)")
+    if backwards:
+        right.bar(x + 0.2, [r["captioning_r1_inverse"] for r in rows], width, color="tab:olive",
+                  label="through f⁻¹ (captions inverted to latents)")
     right.axhline(paper_r1, color="k", ls="--", lw=1, label=f"paper baseline ({paper_r1:.1f})")
     right.axhline(paper_r1 - 5, color="tab:red", ls=":", lw=1, label="5 points below")
     right.set_ylabel("image -> text R@1 (%)")
+    right.set_ylim(0, 100)
     right.set_title("image -> text: captioning retrieval")
     for ax in (left, right):
         ax.set_xticks(x)
         ax.set_xticklabels([_wrap(n, 14) for n in names], fontsize=7)
         ax.set_xlabel("method")
-        ax.legend(fontsize=7)
+        # below the axes, so that no bar is hidden
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
