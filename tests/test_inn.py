@@ -240,3 +240,20 @@ def test_cuda_matches_cpu():
     cuda_net = copy.deepcopy(net).to("cuda")
     torch.testing.assert_close(cuda_net(x.cuda()).cpu(), expected)
     torch.testing.assert_close(cuda_net.inverse(expected.cuda()).cpu(), x)
+
+
+def test_in_precision_copies_once_and_matches_float32():
+    from invcap.inn import in_precision
+
+    torch.manual_seed(0)
+    net = InvertibleMLP(12, 3, negative_slope=0.5)
+    assert in_precision(net, torch.float32) is net
+    net64 = in_precision(net, torch.float64)
+    assert net64 is not net and next(net64.parameters()).dtype == torch.float64
+    assert next(net.parameters()).dtype == torch.float32          # the original is untouched
+    assert in_precision(net64, torch.float64) is net64            # no second copy
+    x = torch.randn(5, 12)
+    with torch.no_grad():
+        assert torch.allclose(net64(x.double()).float(), net(x), atol=1e-5)
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        in_precision(net, torch.float16)

@@ -22,17 +22,16 @@ another path (``checkpoint_path`` keys the name by the config).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from invcap.inn import InvertibleMLP
+from invcap.inn import InvertibleMLP, in_precision
 from invcap.io import cache_dir, save_torch_atomic
 from invcap.repro import resolve_device
 
@@ -344,21 +343,12 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
 
 # --- using the network ---------------------------------------------------------------------
 
-def _runnable(net: InvertibleMLP, dtype: torch.dtype) -> InvertibleMLP:
-    # float64 runs a CPU copy: the network's own maths without float32 rounding.
-    if dtype == torch.float32:
-        return net
-    if dtype != torch.float64:
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    return copy.deepcopy(net).to("cpu", torch.float64)
-
-
 @torch.no_grad()
 def predict(net: InvertibleMLP, latents: torch.Tensor, batch_size: int = 4096,
             dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """f(z) for (N, d) latents, batched, on the network's device (float64: on the CPU); returns
     a CPU tensor of ``dtype``."""
-    net = _runnable(net, dtype)
+    net = in_precision(net, dtype)
     device = next(net.parameters()).device
     return torch.cat([net(chunk.to(device, dtype)).cpu() for chunk in latents.split(batch_size)])
 
@@ -367,7 +357,7 @@ def predict(net: InvertibleMLP, latents: torch.Tensor, batch_size: int = 4096,
 def invert(net: InvertibleMLP, embeddings: torch.Tensor, batch_size: int = 4096,
            dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """f^-1(y) for (N, d) embeddings, batched; returns a CPU tensor of ``dtype``."""
-    net = _runnable(net, dtype)
+    net = in_precision(net, dtype)
     device = next(net.parameters()).device
     return torch.cat([net.inverse(chunk.to(device, dtype)).cpu() for chunk in embeddings.split(batch_size)])
 

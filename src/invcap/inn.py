@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LULinear", "InvertibleLeakyReLU", "InvertibleMLP", "LayerConditioning", "Conditioning"]
+__all__ = ["LULinear", "InvertibleLeakyReLU", "InvertibleMLP", "LayerConditioning", "Conditioning", "in_precision"]
 
 
 def _check_input(x: torch.Tensor, features: int, what: str) -> None:
@@ -319,3 +319,19 @@ class InvertibleMLP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, depth={self.depth}, final_activation={self.final_activation}"
+
+
+def in_precision(net: InvertibleMLP, dtype: torch.dtype) -> InvertibleMLP:
+    """The network to run in ``dtype``: itself for float32; for float64 a CPU copy (the network's
+    own maths without float32 rounding), or the network itself when it already is one, so that
+    callers in a loop do not copy it again."""
+    if dtype == torch.float32:
+        return net
+    if dtype != torch.float64:
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    first = next(net.parameters())
+    if first.dtype == torch.float64 and first.device.type == "cpu":
+        return net
+    import copy
+
+    return copy.deepcopy(net).to("cpu", torch.float64).eval()

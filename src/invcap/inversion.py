@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from invcap import autoencoder
-from invcap.inn import InvertibleMLP
+from invcap.inn import InvertibleMLP, in_precision
 from invcap.text import check_texts
 
 __all__ = ["check_captions", "check_images", "finite_mask", "Generation", "generate", "psnr", "ssim", "image_scores",
@@ -138,10 +137,7 @@ def noise_sweep(net: InvertibleMLP, decode: Decode, y_pred: torch.Tensor, images
     """
     if y_pred.shape[0] != images.shape[0]:
         raise ValueError(f"{y_pred.shape[0]} embeddings but {images.shape[0]} images")
-    if dtype == torch.float64:
-        net = _double_copy(net)
-    elif dtype != torch.float32:
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    net = in_precision(net, dtype)
     device = next(net.parameters()).device
     noise = torch.randn(y_pred.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     y_pred = y_pred.to(dtype)
@@ -169,10 +165,6 @@ def noise_sweep(net: InvertibleMLP, decode: Decode, y_pred: torch.Tensor, images
 
 # --- why: amplification and conditioning -----------------------------------------------------
 
-def _double_copy(net: InvertibleMLP) -> InvertibleMLP:
-    return copy.deepcopy(net).to("cpu", torch.float64).eval()
-
-
 @torch.no_grad()
 def amplification(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor,
                   eps: float | torch.Tensor) -> torch.Tensor:
@@ -184,7 +176,7 @@ def amplification(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor,
     eps = torch.as_tensor(eps, dtype=torch.float64).reshape(-1, 1)
     if eps.shape[0] not in (1, y.shape[0]) or not bool((eps > 0).all()):
         raise ValueError(f"eps must be > 0, one number or one per row of y ({y.shape[0]})")
-    net64 = _double_copy(net)
+    net64 = in_precision(net, torch.float64)
     y = y.double()
     d = torch.nn.functional.normalize(directions.double(), dim=1)
     dx = net64.inverse(y + eps * d) - net64.inverse(y)
@@ -208,9 +200,10 @@ def directional_gains(net: InvertibleMLP, y: torch.Tensor, directions: torch.Ten
     if directions.dim() != 2 or directions.shape[1] != y.shape[1]:
         raise ValueError(f"directions must be (k, {y.shape[1]}), got {tuple(directions.shape)}")
     n = y.shape[0]
+    net64 = in_precision(net, torch.float64)   # one copy for all directions
     out = torch.empty(directions.shape[0], dtype=torch.float64)
     for i, direction in enumerate(directions):
-        out[i] = amplification(net, y, direction.expand(n, -1), eps).median()
+        out[i] = amplification(net64, y, direction.expand(n, -1), eps).median()
     return out
 
 
@@ -221,7 +214,7 @@ def jacobian_gains(net: InvertibleMLP, x: torch.Tensor) -> dict[str, torch.Tenso
     J_f(x) = W_n S_{n-1} W_{n-1} ... S_1 W_1 with S_i the diagonal of LeakyReLU slopes at the
     pre-activations; J_{f^-1}(f(x)) = J_f(x)^-1, so 1/sigma_min(J_f) is the largest local
     amplification of f^-1 around y = f(x)."""
-    net64 = _double_copy(net)
+    net64 = in_precision(net, torch.float64)
     h = x.double()
     jac = torch.eye(net.features, dtype=torch.float64).expand(h.shape[0], -1, -1)
     for i, linear in enumerate(net64.linears):
@@ -244,7 +237,7 @@ def volume_contraction(net: InvertibleMLP, latents: torch.Tensor) -> dict[str, f
     by which f scales lengths; ``activation_floor_per_dim`` = slope^m, the smallest factor the m
     LeakyReLUs alone can give (every coordinate negative at every activation) -- with a fixed
     diagonal the W_i contribute |det W_i| = prod |k_i| and no more."""
-    net64 = _double_copy(net)
+    net64 = in_precision(net, torch.float64)
     log_det = net64.log_abs_det_jacobian(latents.double())
     d = net.features
     weights = sum(float(linear.log_abs_det()) for linear in net64.linears)
