@@ -45,9 +45,11 @@ def test_mean_target_and_inverse_weight_and_extra_loss():
     z, y, _ = _data()
     calls = []
 
-    def extra(net, zb, yb):
+    def extra(net, zb, yb, prediction):
         calls.append(zb.shape)
-        return 0.0 * net(zb).sum()
+        # the hook gets this step's f(z), graph attached, so forward-output terms need no second pass
+        assert prediction.requires_grad and torch.equal(prediction, net(zb))
+        return 0.0 * prediction.sum()
 
     config = CaptioningConfig(depth=2, steps=20, batch_size=32, target="mean", inverse_weight=0.5, device="cpu")
     run = train_captioning(z, y, config, progress=False, extra_loss=extra)
@@ -91,7 +93,7 @@ def test_resume_mid_run_matches(tmp_path, monkeypatch):
     # Interrupt after the step-20 checkpoint by making the extra-loss hook raise at step 25.
     state = {"n": 0}
 
-    def boom(net, zb, yb):
+    def boom(net, zb, yb, prediction):
         state["n"] += 1
         if state["n"] > 25:
             raise KeyboardInterrupt

@@ -9,8 +9,9 @@ Target when an image has several captions (``CaptioningConfig.target``):
 - ``"mean"``: the target is the mean of the image's caption embeddings, every step.
 
 ``inverse_weight > 0`` adds ||f^-1(y_caption) - z||^2 (mean over entries) so that the inverse
-direction is trained too (issue 6); 0 is the paper. ``extra_loss(net, z, y)`` is a hook for
-further terms.
+direction is trained too (issue 6); 0 is the paper. ``extra_loss(net, z, y, prediction)`` is a
+hook for further terms; ``prediction`` is the step's f(z) (with its graph), so a term on the
+forward output costs no second pass through the network.
 
 Checkpoints (``checkpoint=path``) hold the state dict, optimizer and RNG state, the history, the
 step reached, the config and a fingerprint of the training data; they are written atomically
@@ -39,7 +40,7 @@ __all__ = ["CaptioningConfig", "CaptioningRun", "build_network", "train_captioni
            "invert", "checkpoint_path", "caption_targets", "LeastSquares", "fit_least_squares",
            "check_pair", "load_network", "embedding_errors", "label_mean_predictor", "plot_history", "plot_retrieved_captions"]
 
-ExtraLoss = Callable[[InvertibleMLP, torch.Tensor, torch.Tensor], torch.Tensor]
+ExtraLoss = Callable[[InvertibleMLP, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 TARGETS = ("sample", "mean")
 LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_FORMAT = 1
@@ -300,13 +301,14 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
         else:
             y = y_mean[index.to(device)]
         z = z_all[index.to(device)]
-        mse = torch.mean((net(z)[:, fwd] - y[:, fwd]) ** 2)
+        prediction = net(z)
+        mse = torch.mean((prediction[:, fwd] - y[:, fwd]) ** 2)
         loss = mse
         if config.inverse_weight > 0:
             inverse_mse = torch.mean((net.inverse(y) - z) ** 2)
             loss = loss + config.inverse_weight * inverse_mse
         if extra_loss is not None:
-            extra = extra_loss(net, z, y)
+            extra = extra_loss(net, z, y, prediction)
             loss = loss + extra
         if not bool(torch.isfinite(loss)):
             raise ValueError(f"the loss became non-finite at step {step} (lr={config.lr}); lower the learning "
