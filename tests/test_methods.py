@@ -1,12 +1,13 @@
 import dataclasses
 import itertools
+import math
 
 import pytest
 import torch
 
 from invcap.captioning import CaptioningConfig, train_captioning
 from invcap.inn import InvertibleMLP
-from invcap.methods import (METHODS, BEST_METHOD, CaptionSpace, Method, MethodLoss, TrainedMethod, method,
+from invcap.methods import (METHODS, BEST_METHOD, CaptionSpace, Method, MethodLoss, TrainedMethod, info_nce, method,
                             mmd_inverse_multiquadric, singular_value_spread, train_method)
 
 
@@ -258,3 +259,56 @@ def test_projected_bidirectional_inverts_real_captions_better_than_paper(tmp_pat
         projected_z = trained.project(z) if s.image_rank else z
         errors[name] = float(((trained.invert(y[:, 0])[:, 0] - projected_z) ** 2).mean())
     assert errors["projected"] < errors["paper"]
+
+
+def _info_nce_reference(p, t, temperature):
+    """Row by row in float64: -log softmax_j(cos(p_i, t_j) / temperature) at j = i."""
+    p, t = p.double(), t.double()
+    total = 0.0
+    for i in range(len(p)):
+        logits = [float(p[i] @ t[j] / (p[i].norm() * t[j].norm())) / temperature for j in range(len(t))]
+        top = max(logits)
+        total += top + math.log(sum(math.exp(v - top) for v in logits)) - logits[i]
+    return total / len(p)
+
+
+def test_info_nce_matches_direct_float64_computation_and_validates():
+    g = torch.Generator().manual_seed(3)
+    p, t = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
+    for temperature in (0.05, 1.0):
+        assert float(info_nce(p, t, temperature)) == pytest.approx(_info_nce_reference(p, t, temperature), rel=1e-10)
+    # captions that cannot be told apart score log(n); the targets themselves score near 0 at a low temperature
+    assert float(info_nce(p, torch.ones(7, 5, dtype=torch.float64), 0.05)) == pytest.approx(math.log(7.0), rel=1e-12)
+    assert float(info_nce(t, t, 0.01)) < 1e-3
+    with pytest.raises(ValueError, match="must both be"):
+        info_nce(p, t[:, :4], 0.1)
+    with pytest.raises(ValueError, match="at least 2"):
+        info_nce(p[:1], t[:1], 0.1)
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(p, t, 0.0)
+    with pytest.raises(ValueError, match="contrastive_temperature"):
+        Method("x", "", contrastive_weight=1.0, contrastive_temperature=-0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        Method("x", "", contrastive_weight=-1.0)
+
+
+def test_contrastive_term_is_trained_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    z, y = _toy_pair(n=512)
+    # a harder pairing than the toy default: captions far noisier than the latents' spread
+    y = y[:, :1] + 0.6 * torch.randn(512, 3, 16, generator=torch.Generator().manual_seed(2))
+    base = Method("proj", "", image_rank=8, projected_inverse_weight=1.0)
+    scores = {}
+    for weight in (0.0, 0.1):
+        spec = dataclasses.replace(base, contrastive_weight=weight)
+        trained = train_method(spec, z, y, steps=150, depth=2, batch_size=128, device="cpu", progress=False,
+                               checkpoint=False)
+        with torch.no_grad():
+            scores[weight] = float(info_nce(trained.caption(z), y[:, 0], 0.05))
+    assert scores[0.1] < scores[0.0] - 0.05
+    loss = MethodLoss(dataclasses.replace(base, contrastive_weight=0.1), image_space=trained.image_space)
+    net = trained.net
+    value = loss(net, trained.project(z[:16]), y[:16, 0])
+    assert set(loss.last) == {"projected_inverse_mse", "contrastive"}
+    # the prediction handed in by train_captioning is the one used: same value as computing f(z) itself
+    assert float(value) == pytest.approx(float(loss(net, trained.project(z[:16]), y[:16, 0], net(trained.project(z[:16])))))
