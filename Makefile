@@ -35,7 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 	@echo "setup done: $(VENV) with kernel '$(KERNEL)'"
 
-paper: setup ## execute every notebook in order (papermill, in place): regenerates figures/ and results/
+paper: setup ## execute every notebook in order (papermill, in place), then notebook 05's seed study: regenerates figures/ and results/
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  $(PY) -m papermill --kernel $(KERNEL) --cwd notebooks --execution-timeout $(NB_TIMEOUT) \
@@ -43,6 +43,7 @@ paper: setup ## execute every notebook in order (papermill, in place): regenerat
 	  $(PY) -m invcap.notebook_tools strip "$$nb" || exit 1; \
 	done
 	$(PY) -m invcap.notebook_tools readme-toy-table
+	$(PY) -m invcap.notebook_tools seed-study
 
 test: setup test-unit test-notebooks ## run pytest on tests/ and nbval on every notebook
 

@@ -246,3 +246,85 @@ def test_committed_ablation_table():
     record = json.loads((results / "ablation.json").read_text())
     assert {"config", "seed", "versions", "device", "git_commit"} <= set(record["run"])
     assert record["best"]["method"] in METHODS and set(record["goal"]) and record["judge_at_least_97"]
+
+
+def test_summarize_seeds_matches_numpy():
+    from invcap.evaluation import summarize_seeds
+
+    rows = [{"method": "a", "seed": s, "captioning_r1": r1, "all_correct_seen": seen, "all_correct_unseen": unseen}
+            for s, (r1, seen, unseen) in enumerate([(70.0, 98.0, 86.0), (75.0, 97.0, 82.0), (77.0, 99.0, 84.5)])]
+    rows.append({"method": "b", "seed": 0, "captioning_r1": 9.0, "all_correct_seen": 98.6, "all_correct_unseen": 85.2})
+    a, b = summarize_seeds(rows, {"all_correct_unseen": 85.0, "captioning_r1": 28.0})
+    unseen = np.array([86.0, 82.0, 84.5])
+    assert a["method"] == "a" and a["seeds"] == 3
+    assert a["all_correct_unseen_mean"] == pytest.approx(unseen.mean(), rel=1e-12)
+    assert a["all_correct_unseen_std"] == pytest.approx(unseen.std(ddof=1), rel=1e-12)
+    assert (a["all_correct_unseen_min"], a["all_correct_unseen_max"]) == (82.0, 86.0)
+    assert a["all_correct_unseen_seeds_meeting"] == 1 and a["captioning_r1_seeds_meeting"] == 3
+    assert "all_correct_seen_seeds_meeting" not in a            # no threshold given for it
+    assert b["seeds"] == 1 and b["captioning_r1_std"] == 0.0 and b["captioning_r1_seeds_meeting"] == 0
+
+
+def test_seed_study_trains_each_seed_once_and_reuses_the_cache(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from invcap.evaluation import SEED_COLUMNS, seed_study
+
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    n, c, d = 160, 2, 3 * 4 * 4   # R-precision needs 99 captions of other labels per query
+    g = torch.Generator().manual_seed(8)
+    attributes = [{"colour": ("red", "green", "blue")[i % 3]} for i in range(n)]
+
+    def split():
+        latents = torch.rand(n, d, generator=g)
+        return SimpleNamespace(latents=latents, caption_embeddings=latents[:, None, :] + 0.01 * torch.randn(n, c, d, generator=g),
+                               attributes=attributes, images=latents.view(n, 3, 4, 4))
+    train, seen, unseen = split(), split(), split()
+    decode = lambda z: z.reshape(-1, 3, 4, 4)  # noqa: E731
+    rows = seed_study(["paper", "bidirectional"], [0, 1], train, seen, unseen, _Oracle([a for a in attributes for _ in range(c)]),
+                      decode, lambda im: im.flatten(1), progress=False, steps=5, depth=2, batch_size=16, device="cpu")
+    assert [(r["method"], r["seed"]) for r in rows] == [("paper", 0), ("paper", 1), ("bidirectional", 0), ("bidirectional", 1)]
+    assert all(tuple(r) == SEED_COLUMNS for r in rows)
+    checkpoints = sorted((tmp_path / "methods").iterdir())
+    assert len(checkpoints) == 4                       # one cached network per (method, seed)
+    papers = [torch.load(p, weights_only=True)["model"] for p in checkpoints if p.name.startswith("paper-")]
+    assert any(not torch.equal(papers[0][k], papers[1][k]) for k in papers[0])   # the seed did change the training
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "methods").iterdir()}
+    again = seed_study(["paper", "bidirectional"], [0, 1], train, seen, unseen, _Oracle([a for a in attributes for _ in range(c)]),
+                       decode, lambda im: im.flatten(1), progress=False, steps=5, depth=2, batch_size=16, device="cpu")
+    assert again == rows                               # loaded, not retrained: the same numbers
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "methods").iterdir()} == stamps
+    with pytest.raises(ValueError, match="at least one"):
+        seed_study([], [0], train, seen, unseen, None, decode, None)
+
+
+def test_committed_seed_study():
+    import csv
+    import json
+    from pathlib import Path
+
+    from invcap.evaluation import SEED_COLUMNS
+    from invcap.methods import METHODS
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    with open(results / "seeds.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and tuple(rows[0]) == SEED_COLUMNS, "results/seeds.csv is stale: run `make paper`"
+    assert {r["method"] for r in rows} <= set(METHODS)
+    study = json.loads((results / "seeds.json").read_text())
+    assert study["run"]["git_commit"] and study["run"]["config"]["seeds"]
+    # every (method, seed) once, and the summary agrees with the rows
+    assert len({(r["method"], r["seed"]) for r in rows}) == len(rows)
+    for summary in study["summary"]:
+        mine = [float(r["all_correct_unseen"]) for r in rows if r["method"] == summary["method"]]
+        assert summary["seeds"] == len(mine)
+        assert summary["all_correct_unseen_mean"] == pytest.approx(sum(mine) / len(mine), abs=1e-5)
+
+
+def test_seed_study_command_explains_what_is_missing(tmp_path, monkeypatch):
+    from invcap.notebook_tools import main, run_seed_study
+
+    monkeypatch.setenv("INVCAP_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="05_closing_the_inversion_gap"):
+        run_seed_study()
+    assert main(["seed-study", "one"]) == 2
