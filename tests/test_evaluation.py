@@ -328,3 +328,20 @@ def test_seed_study_command_explains_what_is_missing(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="05_closing_the_inversion_gap"):
         run_seed_study()
     assert main(["seed-study", "one"]) == 2
+
+
+def test_goal_thresholds_and_image_captioner():
+    from types import SimpleNamespace
+
+    from invcap.evaluation import goal_thresholds, image_captioner
+
+    assert goal_thresholds(33.0) == {"all_correct_seen": 95.0, "all_correct_unseen": 85.0, "captioning_r1": 28.0}
+    seen = []
+    reference = SimpleNamespace(caption=lambda latents: 2.0 * latents)
+
+    def encode(batch):
+        seen.append(batch.shape[0])
+        return batch.flatten(1)
+    images = torch.rand(5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = image_captioner(reference, encode, batch_size=2)(images)
+    assert torch.equal(out, 2.0 * images.flatten(1)) and seen == [2, 2, 1]   # encoded in batches, in order

@@ -272,6 +272,14 @@ def _info_nce_reference(p, t, temperature):
     return total / len(p)
 
 
+def test_has_extra_terms_follows_the_extra_weights():
+    assert not method("paper").has_extra_terms and not method("bidirectional").has_extra_terms
+    assert all(method(n).has_extra_terms for n in ("conditioned", "bidirectional+latent", "bidirectional+projected",
+                                                   "bidirectional+projected+contrastive"))
+    assert Method("c", "", contrastive_weight=0.1).has_extra_terms
+    assert Method("n", "", noisy_inverse_weight=1.0, inverse_noise=0.01).has_extra_terms
+
+
 def test_info_nce_matches_direct_float64_computation_and_validates():
     g = torch.Generator().manual_seed(3)
     p, t = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)

@@ -17,6 +17,7 @@ directions. Bad input raises ``ValueError`` naming what was wrong.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -332,6 +333,4 @@ def in_precision(net: InvertibleMLP, dtype: torch.dtype) -> InvertibleMLP:
     first = next(net.parameters())
     if first.dtype == torch.float64 and first.device.type == "cpu":
         return net
-    import copy
-
     return copy.deepcopy(net).to("cpu", torch.float64).eval()

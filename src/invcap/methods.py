@@ -202,6 +202,12 @@ class Method:
             raise ValueError(f"method {self.name!r}: with image_rank the inverse loss is projected_inverse_weight")
 
     @property
+    def has_extra_terms(self) -> bool:
+        """True when training needs ``MethodLoss`` beside train_captioning's own losses."""
+        return (self.spread_weight > 0 or self.latent_dims > 0 or self.noisy_inverse_weight > 0 or self.image_rank > 0
+                or self.contrastive_weight > 0)
+
+    @property
     def samples(self) -> bool:
         """True when one caption can give several different images."""
         return self.latent_dims > 0
@@ -216,6 +222,8 @@ class Method:
 
 
 _BOUNDED = {"learn_diagonal": True, "log_scale_bound": 1.0}
+_PROJECTED = dict(image_rank=32, projected_inverse_weight=1.0)
+_CONTRASTIVE = dict(contrastive_weight=1e-2, contrastive_temperature=0.05)
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("paper", "fixed diagonal, forward MSE only (the paper; notebook 03)"),
     Method("conditioned", "forward MSE only, learnable diagonal with |log k| < 1 and a singular-value "
@@ -233,15 +241,14 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("bidirectional+projected", "bidirectional, with image latents projected onto their 32 principal "
            "directions and the inverse loss measured in that subspace: f^-1 may put what captions vary in and "
            "images do not (wording) into the other 352 directions, which the decoder never sees",
-           image_rank=32, projected_inverse_weight=1.0),
+           **_PROJECTED),
     Method("bidirectional+projected+contrastive", "bidirectional+projected, plus an InfoNCE term on the forward "
            "output (weight 0.01, temperature 0.05): f(z) must pick its own caption out of the batch",
-           image_rank=32, projected_inverse_weight=1.0, contrastive_weight=1e-2, contrastive_temperature=0.05),
+           **_PROJECTED, **_CONTRASTIVE),
     # Shallower: with 4 LU layers instead of 6, f^-1 gets the colour of held-out colour/shape pairs right
     # more often (notebook 05's per-attribute details) and training takes two thirds of the time.
     Method("bidirectional+projected+contrastive+shallow", "bidirectional+projected+contrastive with 4 LU layers "
-           "instead of 6", {"depth": 4}, image_rank=32, projected_inverse_weight=1.0, contrastive_weight=1e-2,
-           contrastive_temperature=0.05),
+           "instead of 6", {"depth": 4}, **_PROJECTED, **_CONTRASTIVE),
 ]}
 BEST_METHOD = "bidirectional+projected+contrastive+shallow"  # a fallback name; notebook 05 picks the best by its numbers and saves it
 
@@ -443,9 +450,7 @@ def train_method(spec: Method | str, latents: torch.Tensor, caption_embeddings: 
         space = CaptionSpace.fit(caption_embeddings)
         targets = space.rotate(caption_embeddings.float())
         forward_dims = latents.shape[1] - spec.latent_dims
-    needs_extra = (spec.spread_weight > 0 or spec.latent_dims > 0 or spec.noisy_inverse_weight > 0 or spec.image_rank > 0
-                   or spec.contrastive_weight > 0)
-    extra = MethodLoss(spec, space, image_space) if needs_extra else None
+    extra = MethodLoss(spec, space, image_space) if spec.has_extra_terms else None
     kwargs = {"forward_dims": forward_dims} if forward_dims is not None else {}
     run = train_captioning(latents, targets, config, checkpoint=path, progress=progress, extra_loss=extra, **kwargs)
     return TrainedMethod(spec, run.net, config, space, run.history, path, image_space)

@@ -69,11 +69,9 @@ SEED_STUDY_DEFAULT = (0, 1, 2)
 
 def run_seed_study(seeds: tuple[int, ...] = SEED_STUDY_DEFAULT, n_methods: int = 2) -> dict:
     """See the module docstring. Returns what it writes to ``results/seeds.json``."""
-    import torch
-
     from invcap.captioning import checkpoint_path
-    from invcap.evaluation import (SEED_COLUMNS, JudgeConfig, load_or_train_judge, plot_seeds, seed_study,
-                                   summarize_seeds)
+    from invcap.evaluation import (SEED_COLUMNS, JudgeConfig, goal_thresholds, image_captioner, load_or_train_judge,
+                                   plot_seeds, seed_study, summarize_seeds)
     from invcap.features import load_features
     from invcap.io import save_figure, write_csv_atomic, write_json_atomic
     from invcap.methods import method, train_method
@@ -91,8 +89,7 @@ def run_seed_study(seeds: tuple[int, ...] = SEED_STUDY_DEFAULT, n_methods: int =
     others = sorted((r for n, r in rows.items() if n not in (best, "paper")),
                     key=lambda r: (r["all_correct_unseen"], r["all_correct_seen"]), reverse=True)
     names = [best] + [r["method"] for r in others[:n_methods - 1]]
-    thresholds = {"all_correct_seen": 95.0, "all_correct_unseen": 85.0,
-                  "captioning_r1": rows["paper"]["captioning_r1"] - 5}
+    thresholds = goal_thresholds(rows["paper"]["captioning_r1"])
 
     seed_everything(seed0)
     train, test, unseen = (load_features(split, device="cpu", progress=False)
@@ -104,9 +101,8 @@ def run_seed_study(seeds: tuple[int, ...] = SEED_STUDY_DEFAULT, n_methods: int =
     reference = train_method(paper, train.latents, train.caption_embeddings, progress=False, seed=seed0,
                              checkpoint=checkpoint_path("captioning-embedded32", paper.config(seed=seed0, **overrides)),
                              **overrides)
-    encode = test.autoencoder.encode
-    caption_images = lambda images: reference.caption(torch.cat([encode(b) for b in images.split(1024)]))  # noqa: E731
-    found = seed_study(names, seeds, train, test, unseen, judge, test.autoencoder.decode, caption_images, **overrides)
+    found = seed_study(names, seeds, train, test, unseen, judge, test.autoencoder.decode,
+                       image_captioner(reference, test.autoencoder.encode), **overrides)
     summary = summarize_seeds(found, thresholds)
     write_csv_atomic(results_dir() / "seeds.csv",
                      [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in found],
