@@ -11,14 +11,20 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Offline by design: the sentence model ships inside a pip package, nothing is downloaded.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export MPLBACKEND := Agg
+# No MPLBACKEND here: inside a Jupyter kernel (papermill, nbval, JupyterLab) matplotlib must use the
+# kernel's inline backend so that figures show and are stored; plain scripts pick Agg headless.
 export PYTHONHASHSEED := 0
 # Idle OpenMP threads yield instead of spinning: on a shared 2-core machine spinning made
 # training steps ~15x slower.
 export OMP_WAIT_POLICY := PASSIVE
 NB_TIMEOUT ?= 1800
 
-.PHONY: help setup paper test test-unit test-notebooks bench lab clean
+# Stored notebooks keep one progress line per loop; `make lab` keeps live bars.
+STORED := INVCAP_PROGRESS=final
+# The second numeric path of `make test-portable`: a lower CPU capability and one thread.
+PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 INVCAP_THREADS=1
+
+.PHONY: help setup paper test test-portable test-unit test-notebooks bench lab clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -38,23 +44,29 @@ $(STAMP): requirements.txt pyproject.toml
 paper: setup ## execute every notebook in order (papermill, in place), then notebook 05's seed study: regenerates figures/ and results/
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
-	  $(PY) -m papermill --kernel $(KERNEL) --cwd notebooks --execution-timeout $(NB_TIMEOUT) \
+	  $(STORED) $(PY) -m papermill --kernel $(KERNEL) --cwd notebooks --execution-timeout $(NB_TIMEOUT) \
 	    --no-progress-bar "$$nb" "$$nb" || exit 1; \
 	  $(PY) -m invcap.notebook_tools strip "$$nb" || exit 1; \
 	done
 	$(PY) -m invcap.notebook_tools readme-toy-table
-	$(PY) -m invcap.notebook_tools seed-study
+	$(STORED) $(PY) -m invcap.notebook_tools seed-study
+	$(PY) -m invcap.studies.readme
 
 test: setup test-unit test-notebooks ## run pytest on tests/ and nbval on every notebook
+
+test-portable: ## `make test` on a second numeric path: CPU capability AVX2, MKL AVX2, 1 thread
+	$(PORTABLE) $(MAKE) test
 
 test-unit: setup
 	$(PY) -m pytest -q tests
 
 # nbval re-executes each notebook and compares the cells marked NBVAL_CHECK_OUTPUT. Figures and
-# results from this re-run go to a scratch folder, so the committed artifacts stay untouched.
+# results from this re-run go to a scratch folder (NBVAL_OUT, default a new temporary folder), so the
+# committed artifacts stay untouched.
+NBVAL_OUT ?=
 test-notebooks: setup
-	@out=$$(mktemp -d); echo "nbval artifacts -> $$out"; \
-	INVCAP_OUTPUT_DIR=$$out $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
+	@out=$${NBVAL_OUT:-$$(mktemp -d)}; mkdir -p $$out; echo "nbval artifacts -> $$out"; \
+	$(STORED) INVCAP_OUTPUT_DIR=$$out $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout $(NB_TIMEOUT) $(NOTEBOOKS)
 
 bench: setup ## benchmarks (results/bench_*.json)

@@ -50,3 +50,28 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_results_json_is_strict(tmp_path):
+    import json
+    import math
+
+    from invcap.io import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
+    assert not any(isinstance(v, float) and math.isnan(v) for v in json.loads(text).values())
+
+
+def test_run_record_names_commit_dirtiness_data_and_timings():
+    from invcap.repro import Stopwatch, run_record
+
+    watch = Stopwatch()
+    with watch("train"):
+        pass
+    record = run_record({"x": 1}, seed=0, device="cpu", data="embedded:abc", timings=watch.seconds)
+    assert isinstance(record["git_dirty"], (bool, type(None))) and record["git_commit"]
+    assert record["data"] == "embedded:abc" and set(record["timings"]) == {"train"}
+    assert record["device"]["type"] == "cpu" and record["device"]["threads"] >= 1

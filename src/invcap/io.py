@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -92,8 +93,52 @@ def _to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, tensors and numpy values as
+    plain numbers and lists: what ``json.dumps(allow_nan=False)`` accepts (``jq`` and browsers
+    reject the ``NaN`` token that Python writes by default)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return strict_json(_to_jsonable(value))
+
+
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, default=_to_jsonable) + "\n")
+    """Strict JSON (``strict_json``: NaN/Inf written as null), atomically."""
+    return write_text_atomic(path, json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """A JSON file, or a FileNotFoundError that says which step writes it."""
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; {what} writes it" if what else ""
+        raise FileNotFoundError(f"{path} not found{hint}")
+    return json.loads(path.read_text())
+
+
+def replace_marked_block(text: str, name: str, content: str) -> str:
+    """Replace what lies between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in
+    ``text`` by ``content`` (the markers stay). A ValueError when the markers are missing."""
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"no block {start} ... {end} in the text")
+    return text[:i + len(start)] + "\n" + content.strip("\n") + "\n" + text[j:]
+
+
+def marked_block(text: str, name: str) -> str | None:
+    """The content between the ``results:NAME`` markers (None when absent)."""
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        return None
+    return text[i + len(start):j].strip("\n")
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
@@ -117,6 +162,17 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
     path, tmp = _atomic_target(path)
     try:
         torch.save(obj, tmp)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_image_atomic(image, path: str | os.PathLike, format: str = "PNG") -> Path:
+    """A PIL image written through a temporary file and an atomic rename."""
+    path, tmp = _atomic_target(path)
+    try:
+        image.save(tmp, format=format)
         _commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

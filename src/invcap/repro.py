@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import subprocess
+import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -57,8 +58,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def git_commit() -> str:
-    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or 'unknown'."""
+def git_state() -> dict[str, Any]:
+    """``{"commit": hash or "unknown", "dirty": whether tracked files differ from it}``."""
     from invcap.io import repo_root
 
     try:
@@ -67,14 +68,34 @@ def git_commit() -> str:
                                 text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        return {"commit": commit, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return {"commit": "unknown", "dirty": None}
+
+
+def git_commit() -> str:
+    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or 'unknown'."""
+    state = git_state()
+    return state["commit"] + ("-dirty" if state["dirty"] else "")
+
+
+def device_record(device: str | torch.device | None = None) -> dict[str, Any]:
+    """The device a run used: type, name and CPU threads (and the CPU capability torch dispatches to)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    record = {"type": dev.type, "name": name, "threads": torch.get_num_threads()}
+    try:
+        record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # pragma: no cover - older torch
+        pass
+    return record
 
 
 def run_record(config: Mapping[str, Any] | None = None, seed: int | None = None,
-               device: str | torch.device | None = None) -> dict[str, Any]:
-    """What every results file carries beside its numbers."""
+               device: str | torch.device | None = None, data: str | None = None,
+               timings: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """What every results file carries beside its numbers: config, seed, versions, device, the
+    data key, timings (seconds per stage) and the git commit with whether the tree was dirty."""
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "numpy": np.__version__}
     try:
@@ -83,13 +104,36 @@ def run_record(config: Mapping[str, Any] | None = None, seed: int | None = None,
         versions["invcap"] = invcap.__version__
     except ImportError:  # pragma: no cover
         pass
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    state = git_state()
     return {
         "config": dict(config or {}),
         "seed": seed,
         "versions": versions,
-        "device": {"type": dev.type, "name": device_name, "threads": torch.get_num_threads()},
-        "git_commit": git_commit(),
+        "device": device_record(device),
+        "data": data,
+        "timings": dict(timings or {}),
+        "git_commit": state["commit"],
+        "git_dirty": state["dirty"],
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+class Stopwatch:
+    """Wall-clock seconds per named stage: ``with watch("train"): ...``; ``watch.seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> "_Stage":
+        return _Stage(self, stage)
+
+
+class _Stage:
+    def __init__(self, watch: Stopwatch, stage: str) -> None:
+        self.watch, self.stage = watch, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.watch.seconds[self.stage] = self.watch.seconds.get(self.stage, 0.0) + time.perf_counter() - self.start
