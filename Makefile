@@ -41,14 +41,8 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 	@echo "setup done: $(VENV) with kernel '$(KERNEL)'"
 
-paper: setup ## execute every notebook in order (papermill, in place), then notebook 05's seed study: regenerates figures/ and results/
-	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb"; \
-	  $(STORED) $(PY) -m papermill --kernel $(KERNEL) --cwd notebooks --execution-timeout $(NB_TIMEOUT) \
-	    --no-progress-bar "$$nb" "$$nb" || exit 1; \
-	  $(PY) -m invcap.notebook_tools strip "$$nb" || exit 1; \
-	done
-	$(PY) -m invcap.notebook_tools readme-toy-table
+paper: setup ## execute every notebook in order (in place), then the studies that follow them: regenerates figures/, results/ and the README's number blocks
+	$(PY) -m invcap.studies.notebooks run $(NOTEBOOKS)
 	$(STORED) $(PY) -m invcap.notebook_tools seed-study
 	$(PY) -m invcap.studies.readme
 
