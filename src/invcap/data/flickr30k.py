@@ -189,10 +189,11 @@ class CaptionedImages(Dataset):
     def stack_images(self, batch_size: int = 256, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
         """Every image as one (N, 3, H, W) float tensor, loaded in batches."""
         from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
+
+        from invcap.progress import progress as progress_bar
 
         loader = DataLoader(_ImagesOnly(self), batch_size=batch_size, num_workers=num_workers)
-        batches = [b for b in tqdm(loader, desc="loading images", disable=not progress, leave=False)]
+        batches = [b for b in progress_bar(loader, desc="loading images", unit="batch", disable=not progress, leave=False)]
         if not batches:
             return torch.empty(0, 3, self.image_size, self.image_size)
         return torch.cat(batches)
