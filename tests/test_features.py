@@ -12,7 +12,8 @@ TINY_AE = {"widths": (4, 8), "epochs": 1, "batch_size": 32}
 @pytest.fixture()
 def tiny_embedded(tmp_path, monkeypatch):
     monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(E, "SPLIT_SIZES", {"train": 24, "val": 6, "test": 6, "compositional": 8})
+    monkeypatch.setattr(E, "SPLIT_SIZES", {"train": 24, "val": 6, "test": 6, "compositional_val": 8,
+                                           "compositional_test": 8})
     return tmp_path
 
 
@@ -21,6 +22,7 @@ def test_features_agree_with_the_frozen_models_and_are_cached(tiny_embedded, mon
     assert len(feats) == 6 and feats.latents.shape == (6, 384)
     assert feats.caption_embeddings.shape == (6, 5, 384) and feats.images.shape == (6, 3, 16, 16)
     assert len(feats.attributes) == 6 and all(len(c) == 5 for c in feats.captions)
+    assert len(feats.mentions) == 6 and all(len(m) == 5 and set(m[0]) <= set(E.ATTRIBUTES) for m in feats.mentions)
     torch.testing.assert_close(feats.latents, feats.autoencoder.encode(feats.images), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(feats.caption_embeddings[2, 3], feats.encoder.encode([feats.captions[2][3]])[0])
     assert (tiny_embedded / "autoencoder").is_dir() and (tiny_embedded / "features").is_dir()
@@ -38,7 +40,7 @@ def test_features_agree_with_the_frozen_models_and_are_cached(tiny_embedded, mon
     assert again.info["autoencoder_key"] == feats.info["autoencoder_key"]
     comp = None
     with pytest.raises(AssertionError, match="recomputed"):  # a new split does need encoding
-        comp = Fe.load_features("compositional", image_size=16, device="cpu", progress=False, **TINY_AE)
+        comp = Fe.load_features("compositional_val", image_size=16, device="cpu", progress=False, **TINY_AE)
     assert comp is None
 
 

@@ -43,6 +43,8 @@ class Features:
     autoencoder: ConvAutoencoder = field(repr=False)
     encoder: SentenceEncoder = field(repr=False)
     info: dict[str, Any] = field(default_factory=dict, repr=False)
+    # embedded dataset: per image, per caption, the attribute names the caption states (else None)
+    mentions: list[list[tuple[str, ...]]] | None = None
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -173,8 +175,9 @@ def load_features(split: str | None, dataset: str = "embedded", root: str | os.P
                   image_size: int = 32, seed: int = 0, device: str | torch.device = "auto",
                   model: str = DEFAULT_MODEL, progress: bool = True, **autoencoder_config: Any) -> Features:
     """Latents, caption embeddings, captions, attributes and images of one split (``train``,
-    ``val``, ``test``, ``compositional`` for the embedded set; None for every image), cached
-    under ``cache_dir()/features`` keyed by the data, the autoencoder and the sentence model."""
+    ``val``, ``test``, ``compositional_val``, ``compositional_test`` for the embedded set; None for
+    every image), cached under ``cache_dir()/features`` keyed by the data, the autoencoder and the
+    sentence model."""
     from invcap.io import save_torch_atomic
 
     encoder = get_encoder(model, device)
@@ -203,5 +206,6 @@ def load_features(split: str | None, dataset: str = "embedded", root: str | os.P
         save_torch_atomic({"latents": latents, "caption_embeddings": embeddings}, path)
     info = {"dataset": dataset, "data_key": key, "image_size": image_size, "seed": seed, "model": model,
             "autoencoder_key": ae_info["key"], "autoencoder_checkpoint": ae_info["checkpoint"], "cache": str(path)}
+    mentions = None if data.mentions is None else [m[:k] for m in data.mentions]
     return Features(split, latents, embeddings, captions, data.attributes, list(data.filenames), images,
-                    autoencoder, encoder, info)
+                    autoencoder, encoder, info, mentions)
