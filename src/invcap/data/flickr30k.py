@@ -157,22 +157,24 @@ class CaptionedImages(Dataset):
 
     Attributes: ``filenames``, ``captions`` (list of lists), ``splits`` (split name per item, or
     None when the annotations carry none), ``attributes`` (per-item attribute dicts for the
-    embedded dataset, else None), ``image_folder``, ``annotation_file``, ``skipped`` (file name ->
-    reason, for images that were missing or unreadable), ``converted`` (file name -> what was
-    converted to RGB: greyscale, CMYK, a PNG behind a .jpg name).
+    embedded dataset, else None), ``mentions`` (embedded dataset: per item, per caption, the tuple of
+    attribute names the caption states; else None), ``image_folder``, ``annotation_file``,
+    ``skipped`` (file name -> reason, for images that were missing or unreadable), ``converted``
+    (file name -> what was converted to RGB: greyscale, CMYK, a PNG behind a .jpg name).
     """
 
     def __init__(self, image_folder: Path, filenames: list[str], captions: list[list[str]],
                  splits: list[str] | None = None, attributes: list[dict] | None = None,
                  image_size: int = 32, transform: Callable | None = None,
                  annotation_file: Path | None = None, skipped: dict[str, str] | None = None,
-                 converted: dict[str, str] | None = None):
+                 mentions: list[list[tuple[str, ...]]] | None = None, converted: dict[str, str] | None = None):
         self.image_folder = Path(image_folder)
         self.filenames, self.captions, self.splits, self.attributes = filenames, captions, splits, attributes
         self.image_size = image_size
         self.transform = transform if transform is not None else default_transform(image_size)
         self.annotation_file = annotation_file
         self.skipped = dict(skipped or {})
+        self.mentions = mentions
         self.converted = dict(converted or {})
 
     def __len__(self) -> int:
@@ -196,10 +198,10 @@ class CaptionedImages(Dataset):
         """Every image as one (N, 3, H, W) float tensor, loaded in batches through ``transform``."""
         from torch.utils.data import DataLoader
 
-        from invcap.progress import progress as bar
+        from invcap.progress import progress as progress_bar
 
         loader = DataLoader(_ImagesOnly(self), batch_size=batch_size, num_workers=num_workers)
-        batches = list(bar(loader, desc="loading images", disable=not progress))
+        batches = [b for b in progress_bar(loader, desc="loading images", unit="batch", disable=not progress, leave=False)]
         if not batches:
             return torch.empty(0, 3, self.image_size, self.image_size)
         return torch.cat(batches)
@@ -237,8 +239,9 @@ def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size
 
     ``root``: a folder holding one of ``dataset_flickr30k.json`` (Karpathy), ``results.csv``
     (Kaggle) or ``results_20130124.token`` (official) and the image folder (or the annotation
-    file itself). ``split``: ``"train"``/``"val"``/``"test"`` (or ``"compositional"`` for the
-    embedded set) when the annotations carry splits; None keeps every image.
+    file itself). ``split``: ``"train"``/``"val"``/``"test"`` (and ``"compositional_val"`` /
+    ``"compositional_test"`` for the embedded set) when the annotations carry splits; None keeps
+    every image.
     ``check_images``: ``"header"`` (default, fast; cached per folder) or ``"full"`` (decode every
     image) checks each image up front: missing, unreadable and truncated ones are skipped with one
     warning giving the count per reason (``.skipped``); greyscale and CMYK JPEGs and PNGs behind a
@@ -288,10 +291,16 @@ def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size
     if attr_file.is_file():  # the embedded dataset's ground truth
         table = json.loads(attr_file.read_text())
         attributes = [table[f] for f in filenames]
+    mentions = None
+    mention_file = annotation.parent / "mentions.json"
+    if mention_file.is_file():  # the embedded dataset: which attributes each caption states
+        table = json.loads(mention_file.read_text())
+        mentions = [[tuple(m) for m in table[f]] for f in filenames]
     return CaptionedImages(folder, filenames, [captions[f] for f in filenames],
                            splits=[split_of[f] for f in filenames] if split_of is not None else None,
                            attributes=attributes, image_size=image_size, transform=transform,
-                           annotation_file=annotation, skipped=skipped, converted=converted)
+                           annotation_file=annotation, skipped=skipped, mentions=mentions,
+                           converted=converted)
 
 
 def embedded_dataset(split: str | None = None, image_size: int = 32, seed: int = 0,
