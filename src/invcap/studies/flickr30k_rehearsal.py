@@ -21,9 +21,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-__all__ = ["measure", "render_block", "projection", "README_BLOCKS", "KEY_NUMBERS", "RESULTS_FILE",
+__all__ = ["measure", "results_name", "render_block", "projection", "README_BLOCKS", "KEY_NUMBERS", "RESULTS_FILE",
            "GOAL_PEAK_MB"]
 
 RESULTS_FILE = "flickr30k_rehearsal.json"
@@ -80,21 +80,29 @@ def projection(stages: Mapping[str, Mapping[str, Any]], lengths: Mapping[str, Ma
     return out
 
 
+def results_name(images: int, device: str) -> str:
+    """``flickr30k_rehearsal.json`` for the full-size CPU run the README shows, ``..._cuda.json`` for a
+    GPU run, ``..._<images>.json`` for a smaller one (a trial never overwrites the measurement)."""
+    if str(device).startswith("cuda"):
+        return "flickr30k_rehearsal_cuda.json" if images == 31783 else f"flickr30k_rehearsal_cuda_{images}.json"
+    return RESULTS_FILE if images == 31783 else f"flickr30k_rehearsal_{images}.json"
+
+
 def measure(images: int, params_file: str | Path, work: str | Path, workers: int = 2,
-            device: str = "cpu", force: bool = False) -> dict[str, Any]:
+            device: str = "cpu", force: bool = False, stages: Sequence[str] | None = None) -> dict[str, Any]:
     """Steps 1-3 of the module docstring; returns what it wrote to ``results/flickr30k_rehearsal.json``."""
     import os
 
     from invcap.io import results_dir, write_json_atomic
     from invcap.repro import run_record
-    from invcap.studies.flickr30k import run_child, run_stages
+    from invcap.studies.flickr30k import STAGES, run_child, run_stages
 
     params_file, work = Path(params_file).resolve(), Path(work).resolve()
     data, out = work / "data", work / "out"
     stages: dict[str, dict[str, Any]] = {}
     existed = (data / "rehearsal.json").is_file()
     code, seconds, peak = run_child([sys.executable, "-m", "invcap.data.rehearsal", str(data), "--images",
-                                     str(images), "--workers", str(workers)])
+                                     str(images), "--workers", str(workers)], env={"INVCAP_PROGRESS": "final"})
     if code != 0:
         raise RuntimeError(f"rehearsal generation failed (exit {code})")
     manifest = json.loads((data / "rehearsal.json").read_text())
@@ -104,7 +112,8 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     else:
         stages["rehearsal"] = {"status": "done", "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
     os.environ.setdefault("INVCAP_CACHE_DIR", str(out / "cache"))
-    record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force)
+    record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force,
+                        stages=stages or STAGES)
     stages.update({k: {kk: v[kk] for kk in ("status", "seconds", "peak_rss_mb") if kk in v}
                    for k, v in record["stages"].items()})
     lengths = _lengths(params_file)
@@ -123,7 +132,7 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
         "gpu_assumptions": {k: {"speedup": v[0], "why": v[1]} for k, v in GPU_ASSUMPTIONS.items()},
         "gpu_startup_seconds": STARTUP_SECONDS, "gpu_measured": None,
     }
-    write_json_atomic(results_dir() / RESULTS_FILE, result)
+    write_json_atomic(results_dir() / results_name(images, device), result)
     return result
 
 
@@ -179,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--workers", type=int, default=2)
     m.add_argument("--device", default="cpu")
     m.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    m.add_argument("--stages", default=None, help="comma-separated subset of the stages (default: all); a later "
+                   "call without it runs the rest, skipping those that finished")
     commands.add_parser("render", help="print the README block from results/")
     args = parser.parse_args(argv)
     if args.command == "render":
@@ -187,13 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         print(render_block(results_dir()))
         return 0
     try:
-        result = measure(args.images, args.params, args.work, args.workers, args.device, args.force)
+        result = measure(args.images, args.params, args.work, args.workers, args.device, args.force,
+                         args.stages.split(",") if args.stages else None)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from invcap.io import results_dir
-
-    print(render_block(results_dir()) if result else "")
+    print(f"wrote results/{results_name(args.images, args.device)}: total {_fmt_s(result['total_seconds'])}, "
+          f"peak {result['peak_rss_mb']} MB")
     return 0
 
 
