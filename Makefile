@@ -87,7 +87,7 @@ test-flickr30k: setup
 	  { rm -rf $(REHEARSAL_300) && $(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 2; }
 	@out=$$(mktemp -d); echo "flickr30k rehearsal -> $$out"; \
 	$(MAKE) --no-print-directory flickr30k DATA_ROOT=$(REHEARSAL_300) PARAMS=params/flickr30k-tiny.yaml DEVICE=cpu OUT=$$out && \
-	$(PY) -m invcap.studies.flickr30k check $$out
+	$(PY) -m invcap.studies.flickr30k check $$out && rm -rf $$out
 
 bench: setup ## benchmarks (results/bench_*.json)
 	$(PY) -m invcap.bench

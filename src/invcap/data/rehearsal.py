@@ -36,6 +36,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -460,6 +461,8 @@ def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalCo
         "caption_words": {"mean": float(np.mean(words)), "min": int(min(words)), "max": int(max(words))},
         "seconds": {"images": round(draw_seconds, 1), "total": round(time.perf_counter() - start, 1)},
         "workers": workers, "images_written_this_run": written,
+        "peak_rss_mb": round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024),  # KiB on Linux
     }
     _write_atomic(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())  # last: marks the set complete
     return {**manifest, "reused": False}

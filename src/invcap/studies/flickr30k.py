@@ -117,8 +117,7 @@ def _stage_command(stage: str, params_file: Path, sets: Sequence[str], out: Path
 def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, force: bool = False,
                stages: Sequence[str] = STAGES) -> dict[str, Any]:
     """Run the stages (module docstring); returns the record written to ``OUT/results/flickr30k.json``."""
-    from invcap.io import read_json, write_json_atomic
-    from invcap.repro import run_record
+    from invcap.io import read_json
     from invcap.studies.notebooks import parse_overrides, params_for, read_params
 
     params_file, out = Path(params_file).resolve(), Path(out).resolve()
@@ -151,12 +150,21 @@ def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, fo
                        "peak_rss_mb": round(peak), "parameters": own}
         print(f"   {stage}: {seconds:.0f} s, peak {peak:.0f} MB" + ("" if code == 0 else f", FAILED (exit {code})"),
               flush=True)
-        record = {"run": run_record(shared, common["seed"], _device(shared), data=common["data_key"],
-                                    timings={s: v["seconds"] for s, v in done.items() if "seconds" in v}),
-                  "params_file": str(params_file), "stages": done}
-        write_json_atomic(path, record)
+        record = _write_record(path, shared, common, params_file, done)
         if code != 0:
             raise RuntimeError(f"stage {stage} failed (exit {code}); rerun to resume from it")
+    return _write_record(path, shared, common, params_file, done)
+
+
+def _write_record(path: Path, shared: Mapping[str, Any], common: Mapping[str, Any], params_file: Path,
+                  done: Mapping[str, Any]) -> dict[str, Any]:
+    from invcap.io import write_json_atomic
+    from invcap.repro import run_record
+
+    record = {"run": run_record(shared, common["seed"], _device(shared), data=common["data_key"],
+                                timings={s: v["seconds"] for s, v in done.items() if "seconds" in v}),
+              "params_file": str(params_file), "stages": dict(done)}
+    write_json_atomic(path, record)
     return record
 
 
