@@ -34,21 +34,16 @@ setup: $(STAMP) ## create .venv, install the pinned requirements and invcap (edi
 # Re-runs only when the pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	# --no-compile: byte-compiling every module of torch & co. costs about a minute of set-up; Python
+	# compiles what it imports on first use instead.
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (invcap)" >/dev/null
 	@touch $(STAMP)
 	@echo "setup done: $(VENV) with kernel '$(KERNEL)'"
 
-paper: setup ## execute every notebook in order (papermill, in place), then notebook 05's seed study: regenerates figures/ and results/
-	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb"; \
-	  $(STORED) $(PY) -m papermill --kernel $(KERNEL) --cwd notebooks --execution-timeout $(NB_TIMEOUT) \
-	    --no-progress-bar "$$nb" "$$nb" || exit 1; \
-	  $(PY) -m invcap.notebook_tools strip "$$nb" || exit 1; \
-	done
-	$(PY) -m invcap.notebook_tools readme-toy-table
+paper: setup ## execute every notebook in order (in place), then the studies that follow them: regenerates figures/, results/ and the README's number blocks
+	$(PY) -m invcap.studies.notebooks run $(NOTEBOOKS)
 	$(STORED) $(PY) -m invcap.notebook_tools seed-study
 	$(PY) -m invcap.studies.readme
 

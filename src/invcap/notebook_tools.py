@@ -93,7 +93,7 @@ def run_seed_study(seeds: tuple[int, ...] = SEED_STUDY_DEFAULT, n_methods: int =
 
     seed_everything(seed0)
     train, test, unseen = (load_features(split, device="cpu", progress=False)
-                           for split in ("train", "test", "compositional"))
+                           for split in ("train", "test", "compositional_test"))
     judge, _ = load_or_train_judge(JudgeConfig(steps=judge_steps, seed=seed0))
     overrides = dict(steps=steps, lr=lr, device="cpu")
     paper = method("paper")
