@@ -232,6 +232,16 @@ class _ImagesOnly(Dataset):
         return self.data.load_image(index)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One warning per distinct message and process: a notebook loads the same split many times."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
 def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size: int = 32,
                    transform: Callable | None = None, check_images: str = "header",
                    progress: bool = True) -> CaptionedImages:
@@ -279,12 +289,12 @@ def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size
         skipped, converted = check_image_files(folder, filenames, check_images, progress)
         where = f"{folder}" + (f" (split {split})" if split else "")
         if skipped:
-            warnings.warn(f"skipped {len(skipped)} of {len(filenames)} images under {where}: {tally(skipped)} "
-                          f"(see .skipped); e.g. {next(iter(skipped.items()))}", stacklevel=2)
+            _warn_once(f"skipped {len(skipped)} of {len(filenames)} images under {where}: {tally(skipped)} "
+                       f"(see .skipped); e.g. {next(iter(skipped.items()))}")
             filenames = [f for f in filenames if f not in skipped]
         if converted:
-            warnings.warn(f"converted {len(converted)} of {len(filenames)} images under {where} to RGB: "
-                          f"{tally(converted)} (see .converted)", stacklevel=2)
+            _warn_once(f"converted {len(converted)} of {len(filenames)} images under {where} to RGB: "
+                       f"{tally(converted)} (see .converted)")
 
     attributes = None
     attr_file = annotation.parent / "attributes.json"
