@@ -98,10 +98,11 @@ DATA_ROOT ?=
 DEVICE ?= auto
 OUT ?= runs/flickr30k
 PARAMS ?= params/flickr30k.yaml
+STAGES ?=
 flickr30k: setup ## the study on Flickr30k: make flickr30k DATA_ROOT=/path/to/flickr30k [DEVICE=cuda] [OUT=runs/flickr30k] [PARAMS=params/flickr30k.yaml]
 	@test -n "$(DATA_ROOT)" || { echo "usage: make flickr30k DATA_ROOT=/path/to/flickr30k [DEVICE=cuda] [OUT=runs/flickr30k]" >&2; exit 2; }
 	INVCAP_CACHE_DIR=$${INVCAP_CACHE_DIR:-$(abspath $(OUT))/cache} $(PY) -m invcap.studies.flickr30k run --params $(PARAMS) \
-	  --set DATA_ROOT=$(abspath $(DATA_ROOT)) --set DEVICE=$(DEVICE) --out $(OUT)
+	  --set DATA_ROOT=$(abspath $(DATA_ROOT)) --set DEVICE=$(DEVICE) --out $(OUT) $(if $(STAGES),--stages $(STAGES))
 
 # A 300-image rehearsal set (kept in .cache, rebuilt only when its generator changes) through
 # `make flickr30k` at tiny sizes, then a check of what it wrote (every notebook executed without an

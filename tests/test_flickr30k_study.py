@@ -54,13 +54,22 @@ def test_readme_block_renders_from_the_results_file(tmp_path):
     result = {"run": {"device": {"name": "x86_64", "threads": 2}, "git_commit": "0123456789abcdef"},
               "images": 31783, "captions": 158915, "image_size": 64, "total_seconds": 3000.0,
               "stages": {"rehearsal": {"status": "done", "seconds": 200.0, "peak_rss_mb": 300},
-                         "03_captioning": {"status": "done", "seconds": 900.0, "peak_rss_mb": 4000}},
+                         "03_captioning": {"status": "done", "seconds": 900.0, "peak_rss_mb": 4000, "threads": 1,
+                                           "git_commit": "fedcba9876543210"}},
               "peak_rss_mb": 4000, "goal_peak_rss_mb": 8192, "goal_met": True,
               "shortened": {"03_captioning": {"knob": "STEPS", "cpu": 300, "full": 10000, "ratio": 33.3}},
               "gpu_projection_seconds": {"rehearsal": 35.0, "03_captioning": 3800.0}, "gpu_startup_seconds": 10}
     (tmp_path / FR.RESULTS_FILE).write_text(json.dumps(result))
     block = FR.render_block(tmp_path)
-    assert "| notebook 03: captioning | 15.0 min | 3.9 GB | 63.3 min |" in block
+    assert "| notebook 03: captioning | 15.0 min | 1 | 3.9 GB | 63.3 min |" in block
+    assert "| rehearsal generation | 3.3 min | 2 | 0.3 GB |" in block  # threads of the run when a stage has none
+    assert "`0123456789`: rehearsal generation; `fedcba9876`: notebook 03: captioning" in block
     assert "STEPS 300 instead of 10000" in block and "goal (at most 8 GB) met" in block.replace("(the largest of the stages measured): ", "")
     assert FR.results_name(31783, "cpu") == FR.RESULTS_FILE and FR.results_name(300, "cpu").endswith("_300.json")
     assert FR.results_name(31783, "cuda") == "flickr30k_rehearsal_cuda.json"
+
+
+def test_parse_stages_keeps_the_run_order_and_names_unknown_stages():
+    assert F.parse_stages("03_captioning, images") == ["images", "03_captioning"]
+    with pytest.raises(ValueError, match="unknown stage.*nb03"):
+        F.parse_stages("images,nb03")

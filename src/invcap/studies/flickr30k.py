@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["STAGES", "NOTEBOOKS", "POST_STUDIES", "run_stages", "check_run", "run_child", "RECORD"]
+__all__ = ["STAGES", "NOTEBOOKS", "POST_STUDIES", "parse_stages", "run_stages", "check_run", "run_child", "RECORD"]
 
 NOTEBOOKS = ("02_autoencoder", "03_captioning", "04_inversion_analysis", "05_closing_the_inversion_gap")
 POST_STUDIES = ("invcap.studies.final_table",)  # run after the notebooks when they exist
@@ -114,6 +114,15 @@ def _stage_command(stage: str, params_file: Path, sets: Sequence[str], out: Path
     return [sys.executable, "-m", stage, "--params", str(params_file), *flags]
 
 
+def parse_stages(text: str) -> list[str]:
+    """``"images,02_autoencoder"`` -> the stages in ``STAGES`` order; ValueError naming an unknown one."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown or not names:
+        raise ValueError(f"unknown stage(s) {unknown or text!r}; choose from {', '.join(STAGES)}")
+    return [s for s in STAGES if s in names]
+
+
 def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, force: bool = False,
                stages: Sequence[str] = STAGES) -> dict[str, Any]:
     """Run the stages (module docstring); returns the record written to ``OUT/results/flickr30k.json``."""
@@ -147,7 +156,7 @@ def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, fo
         print(f"== {stage}", flush=True)
         code, seconds, peak = run_child(command, env)
         done[stage] = {"status": "done" if code == 0 else f"failed (exit {code})", "seconds": round(seconds, 1),
-                       "peak_rss_mb": round(peak), "parameters": own}
+                       "peak_rss_mb": round(peak), "parameters": own, **_conditions()}
         print(f"   {stage}: {seconds:.0f} s, peak {peak:.0f} MB" + ("" if code == 0 else f", FAILED (exit {code})"),
               flush=True)
         record = _write_record(path, shared, common, params_file, done)
@@ -166,6 +175,17 @@ def _write_record(path: Path, shared: Mapping[str, Any], common: Mapping[str, An
               "params_file": str(params_file), "stages": dict(done)}
     write_json_atomic(path, record)
     return record
+
+
+def _conditions() -> dict[str, Any]:
+    """What a stage's time depends on besides its parameters: its thread count (``heavy`` gives one,
+    ``INVCAP_THREADS``) and the code (commit), since a resumed run may mix stages of several calls."""
+    from invcap.repro import git_state
+
+    threads = os.environ.get("INVCAP_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    state = git_state()
+    return {"threads": int(threads) if threads and threads.isdigit() else os.cpu_count(),
+            "git_commit": state["commit"], "git_dirty": state["dirty"]}
 
 
 def _device(params: Mapping[str, Any]):
@@ -224,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--out", required=True, help="folder for notebooks, figures, results")
     run.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    run.add_argument("--stages", default=",".join(STAGES),
+                     help=f"comma-separated subset, run in this order (default: all of {','.join(STAGES)})")
     check = commands.add_parser("check", help="assert a finished run's outputs (make test-flickr30k)")
     check.add_argument("out")
     args = parser.parse_args(argv)
@@ -240,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             own = params_for("flickr30k", read_params(args.params), parse_overrides(args.set))
             print(json.dumps((stage_images if args.name == "images" else stage_captions)(own)))
             return 0
-        run_stages(args.params, args.set, args.out, args.force)
+        run_stages(args.params, args.set, args.out, args.force, parse_stages(args.stages))
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -121,7 +121,7 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     os.environ.setdefault("INVCAP_CACHE_DIR", str(out / "cache"))
     record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force,
                         stages=only or STAGES)
-    stages.update({k: {kk: v[kk] for kk in ("status", "seconds", "peak_rss_mb") if kk in v}
+    stages.update({k: {kk: v[kk] for kk in ("status", "seconds", "peak_rss_mb", "threads", "git_commit") if kk in v}
                    for k, v in record["stages"].items()})
     lengths = _lengths(params_file)
     done = [s for s in stages.values() if s.get("seconds") is not None]
@@ -159,16 +159,24 @@ def render_block(results: Path) -> str:
     lines = [f"Measured on {r['run']['device'].get('name', 'cpu')} ({r['run']['device'].get('threads')} threads), "
              f"{r['images']:,} images / {r['captions']:,} captions at {r.get('image_size')} px, "
              f"commit `{r['run']['git_commit'][:10]}`:", "",
-             "| stage | CPU wall time | peak memory | projected, one GPU, full lengths |", "|---|---|---|---|"]
+             "| stage | CPU wall time | threads | peak memory | projected, one GPU, full lengths |",
+             "|---|---|---|---|---|"]
+    threads = r["run"]["device"].get("threads")
     for stage, row in r["stages"].items():
         peak = f"{row['peak_rss_mb'] / 1024:.1f} GB" if row.get("peak_rss_mb") else "-"
         status = "" if row.get("status") in ("done", None) else f" ({row['status']})"
-        lines.append(f"| {LABELS.get(stage, stage)}{status} | {_fmt_s(row.get('seconds'))} | {peak} | "
-                     f"{_fmt_s(proj.get(stage))} |")
+        lines.append(f"| {LABELS.get(stage, stage)}{status} | {_fmt_s(row.get('seconds'))} | "
+                     f"{row.get('threads', threads)} | {peak} | {_fmt_s(proj.get(stage))} |")
     total_proj = sum(proj.values())
     peak = r.get("peak_rss_mb")
-    lines.append(f"| **total** | **{_fmt_s(r['total_seconds'])}** | **{peak / 1024:.1f} GB** | **{_fmt_s(total_proj)}** |"
-                 if peak else f"| **total** | **{_fmt_s(r['total_seconds'])}** | - | **{_fmt_s(total_proj)}** |")
+    lines.append(f"| **total** | **{_fmt_s(r['total_seconds'])}** | | **{peak / 1024:.1f} GB** | **{_fmt_s(total_proj)}** |"
+                 if peak else f"| **total** | **{_fmt_s(r['total_seconds'])}** | | - | **{_fmt_s(total_proj)}** |")
+    commits = {}
+    for stage, row in r["stages"].items():
+        commits.setdefault(str(row.get("git_commit", r["run"]["git_commit"]))[:10], []).append(LABELS.get(stage, stage))
+    if len(commits) > 1:  # a resumed measurement: say which code timed which stage
+        lines += ["", "Stages by commit: " + "; ".join(f"`{c}`: {', '.join(names)}" for c, names in commits.items())
+                  + "."]
     short = "; ".join(f"{LABELS.get(s, s)}: {v['knob']} {v['cpu']:g} instead of {v['full']:g}"
                       for s, v in r.get("shortened", {}).items())
     verdict = (f"Peak memory {peak / 1024:.1f} GB (the largest of the stages measured): goal (at most {r['goal_peak_rss_mb'] / 1024:.0f} GB) "
