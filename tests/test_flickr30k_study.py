@@ -73,3 +73,25 @@ def test_parse_stages_keeps_the_run_order_and_names_unknown_stages():
     assert F.parse_stages("03_captioning, images") == ["images", "03_captioning"]
     with pytest.raises(ValueError, match="unknown stage.*nb03"):
         F.parse_stages("images,nb03")
+
+
+def test_a_forced_rerun_keeps_the_measurement_it_replaces(tmp_path):
+    record = tmp_path / "flickr30k.json"
+    record.write_text(json.dumps({"run": {"device": {"threads": 2}, "git_commit": "aaaa"},
+                                  "stages": {"02_autoencoder": {"status": "done", "seconds": 363.8, "peak_rss_mb": 5325},
+                                             "03_captioning": {"status": "failed (exit 1)", "seconds": 3.0}}}))
+    earlier = FR._earlier(tmp_path / "missing.json", record, ["02_autoencoder", "03_captioning"])
+    assert earlier == {"02_autoencoder": {"threads": 2, "git_commit": "aaaa", "seconds": 363.8, "peak_rss_mb": 5325}}
+    (tmp_path / "results.json").write_text(json.dumps({"earlier": earlier}))
+    assert FR._earlier(tmp_path / "results.json", record, []) == earlier  # carried by the results file
+
+
+def test_run_child_stops_the_stage_on_sigterm_and_still_reports(tmp_path):
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    code, seconds, _ = F.run_child([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert code == -signal.SIGTERM and seconds < 10

@@ -23,11 +23,14 @@ a killed run resumes at the stage it died in, and that stage reuses its caches a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -42,14 +45,27 @@ RECORD = "flickr30k.json"
 
 def run_child(command: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None
               ) -> tuple[int, float, float]:
-    """Run ``command``; returns (exit code, wall seconds, peak resident MB of it and its children)."""
+    """Run ``command``; returns (exit code, wall seconds, peak resident MB of it and its children).
+    A SIGTERM sent to this process (``timeout``, a deadline) stops the child's whole process group
+    (kernel, workers) and still returns, so that the caller can record how far the stage got."""
     start = time.perf_counter()
     out = open(log, "a") if log is not None else None
+    child = None
+
+    def stop(signum, frame):  # forward to the stage's process group; wait4 below then returns
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
-        child = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, stdout=out, stderr=out)
+        child = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, stdout=out, stderr=out,
+                                 start_new_session=True)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if out is not None:
             out.close()
     return child.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux: KiB
@@ -155,7 +171,8 @@ def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, fo
             continue
         print(f"== {stage}", flush=True)
         code, seconds, peak = run_child(command, env)
-        done[stage] = {"status": "done" if code == 0 else f"failed (exit {code})", "seconds": round(seconds, 1),
+        status = "done" if code == 0 else ("stopped (SIGTERM)" if code == -signal.SIGTERM else f"failed (exit {code})")
+        done[stage] = {"status": status, "seconds": round(seconds, 1),
                        "peak_rss_mb": round(peak), "parameters": own, **_conditions()}
         print(f"   {stage}: {seconds:.0f} s, peak {peak:.0f} MB" + ("" if code == 0 else f", FAILED (exit {code})"),
               flush=True)

@@ -102,7 +102,7 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
 
     from invcap.io import results_dir, write_json_atomic
     from invcap.repro import run_record
-    from invcap.studies.flickr30k import STAGES, run_child, run_stages
+    from invcap.studies.flickr30k import RECORD, STAGES, run_child, run_stages
 
     params_file, work = Path(params_file).resolve(), Path(work).resolve()
     data, out = work / "data", work / "out"
@@ -119,8 +119,14 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     else:
         stages["rehearsal"] = {"status": "done", "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
     os.environ.setdefault("INVCAP_CACHE_DIR", str(out / "cache"))
-    record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force,
-                        stages=only or STAGES)
+    earlier = _earlier(results_dir() / results_name(images, device), out / "results" / RECORD,
+                       only or STAGES if force else ())
+    failure = None
+    try:
+        record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force,
+                            stages=only or STAGES)
+    except RuntimeError as error:  # a failed or stopped stage: record what finished, and how far it got
+        failure, record = error, json.loads((out / "results" / RECORD).read_text())
     stages.update({k: {kk: v[kk] for kk in ("status", "seconds", "peak_rss_mb", "threads", "git_commit") if kk in v}
                    for k, v in record["stages"].items()})
     lengths = _lengths(params_file)
@@ -137,10 +143,34 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
         "shortened": lengths, "image_size": record["run"]["config"].get("IMAGE_SIZE"),
         "gpu_projection_seconds": projection(stages, lengths),
         "gpu_assumptions": {k: {"speedup": v[0], "why": v[1]} for k, v in GPU_ASSUMPTIONS.items()},
-        "gpu_startup_seconds": STARTUP_SECONDS, "gpu_measured": None,
+        "gpu_startup_seconds": STARTUP_SECONDS, "gpu_measured": None, "earlier": earlier,
     }
     write_json_atomic(results_dir() / results_name(images, device), result)
+    if failure is not None:
+        raise failure
     return result
+
+
+def _earlier(results: Path, record: Path, rerun: Sequence[str]) -> dict[str, Any]:
+    """Measurements that a forced rerun replaces (e.g. notebook 02's training, when a later rerun of
+    notebook 02 loads the checkpoint it trained), kept beside the new ones: those carried by the
+    results file, plus the driver's finished entries of the stages in ``rerun``."""
+    try:
+        earlier = dict(json.loads(results.read_text()).get("earlier") or {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        earlier = {}
+    try:
+        driver = json.loads(record.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        driver = {}
+    run = driver.get("run", {})  # stages recorded before they carried their own threads and commit
+    for stage in rerun:
+        row = driver.get("stages", {}).get(stage, {})
+        if row.get("status") == "done":
+            earlier[stage] = {"threads": run.get("device", {}).get("threads"), "git_commit": run.get("git_commit"),
+                              **{k: row[k] for k in ("seconds", "peak_rss_mb", "threads", "git_commit", "parameters")
+                                 if k in row}}
+    return earlier
 
 
 def _fmt_s(seconds: float | None) -> str:
@@ -184,6 +214,11 @@ def render_block(results: Path) -> str:
                if peak else "Peak memory not measured.")
     from invcap.studies.flickr30k import STAGES
 
+    for stage, row in (r.get("earlier") or {}).items():  # replaced by a forced rerun: still reported
+        lines += ["", f"Earlier measurement of {LABELS.get(stage, stage)}, replaced by a rerun that reused its caches "
+                  f"and checkpoints: {_fmt_s(row.get('seconds'))}, {row.get('threads', threads)} threads, peak "
+                  + (f"{row['peak_rss_mb'] / 1024:.1f} GB" if row.get("peak_rss_mb") else "not measured")
+                  + f", commit `{str(row.get('git_commit', r['run']['git_commit']))[:10]}`."]
     missing = [LABELS.get(st, st) for st in STAGES if st not in r["stages"]]
     lines += ["", f"Training shortened for the CPU: {short or 'nothing'}. {verdict}"
               + (f" **Not measured yet at full size:** {', '.join(missing)}." if missing else ""),
