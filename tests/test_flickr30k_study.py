@@ -95,3 +95,18 @@ def test_run_child_stops_the_stage_on_sigterm_and_still_reports(tmp_path):
     timer.start()
     code, seconds, _ = F.run_child([sys.executable, "-c", "import time; time.sleep(30)"])
     assert code == -signal.SIGTERM and seconds < 10
+
+
+def test_notebooks_may_share_one_runner_process_and_keep_their_own_times():
+    assert F._groups(["images", "02_autoencoder", "03_captioning", "invcap.studies.final_table"], together=True) == [
+        ["images"], ["02_autoencoder", "03_captioning"], ["invcap.studies.final_table"]]
+    assert F._groups(["02_autoencoder", "03_captioning"], together=False) == [["02_autoencoder"], ["03_captioning"]]
+    group = ["02_autoencoder", "03_captioning", "04_inversion_analysis"]
+    before = {"02_autoencoder": {"seconds": 5.0}}
+    after = {"02_autoencoder": {"seconds": 20.0}, "03_captioning": {"seconds": 30.0}}
+    rows = F._group_rows(group, 1, 70.0, 900.0, before, after)  # failed in notebook 04
+    assert [r["status"] for r in rows.values()] == ["done", "done", "failed (exit 1)"]
+    assert [r["seconds"] for r in rows.values()] == [20.0, 30.0, 20.0]
+    assert rows["03_captioning"]["shared_process"] == {"stages": group, "seconds": 70.0}
+    assert F._group_rows(["images"], 0, 8.04, 512.4, {}, {}) == {"images": {"status": "done", "seconds": 8.0,
+                                                                              "peak_rss_mb": 512}}

@@ -115,16 +115,21 @@ def stage_captions(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"captions": counts}
 
 
-def _stage_command(stage: str, params_file: Path, sets: Sequence[str], out: Path) -> list[str] | None:
+NB_TIMEOUT = 4 * 3600  # seconds per notebook cell: a full-size CPU run trains for long in one cell
+
+
+def _stage_command(group: Sequence[str], params_file: Path, sets: Sequence[str], out: Path) -> list[str] | None:
+    """The command of one stage, or of consecutive notebook stages run by one runner process."""
     from invcap.io import repo_root
 
     flags = [x for s in sets for x in ("--set", s)]
+    stage = group[0]
     if stage in ("images", "captions"):
         return [sys.executable, "-m", "invcap.studies.flickr30k", "stage", stage, "--params", str(params_file), *flags]
     if stage in NOTEBOOKS:
-        notebook = repo_root() / "notebooks" / f"{stage}.ipynb"
+        notebooks = [str(repo_root() / "notebooks" / f"{name}.ipynb") for name in group]
         return [sys.executable, "-m", "invcap.studies.notebooks", "run", "--params", str(params_file), *flags,
-                "--out", str(out), str(notebook)]
+                "--out", str(out), "--timeout", str(NB_TIMEOUT), *notebooks]
     if importlib.util.find_spec(stage) is None:
         return None  # a post-notebook study that is not written yet
     return [sys.executable, "-m", stage, "--params", str(params_file), *flags]
@@ -139,47 +144,88 @@ def parse_stages(text: str) -> list[str]:
     return [s for s in STAGES if s in names]
 
 
+def _groups(pending: Sequence[str], together: bool) -> list[list[str]]:
+    """One stage per process; with ``together``, consecutive notebooks share one runner process
+    (saves its start, ~10 s per notebook on a small CPU; their peak memory is then the group's)."""
+    groups: list[list[str]] = []
+    for stage in pending:
+        if together and groups and stage in NOTEBOOKS and groups[-1][-1] in NOTEBOOKS:
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, force: bool = False,
-               stages: Sequence[str] = STAGES) -> dict[str, Any]:
+               stages: Sequence[str] = STAGES, together: bool = False) -> dict[str, Any]:
     """Run the stages (module docstring); returns the record written to ``OUT/results/flickr30k.json``."""
-    from invcap.io import read_json
-    from invcap.studies.notebooks import parse_overrides, params_for, read_params
+    from invcap.studies.notebooks import TIMINGS_FILE, parse_overrides, params_for, read_params
 
     params_file, out = Path(params_file).resolve(), Path(out).resolve()
     params = read_params(params_file)
     overrides = parse_overrides(sets)
     shared = params_for("flickr30k", params, overrides)
     common = _common(shared)
-    results = out / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / RECORD
-    try:
-        record = read_json(path)
-    except (FileNotFoundError, json.JSONDecodeError):
-        record = {}
-    done = record.get("stages", {})
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    path = out / "results" / RECORD
+    done = _read(path).get("stages", {})
     env = {"INVCAP_OUTPUT_DIR": str(out), "INVCAP_PROGRESS": os.environ.get("INVCAP_PROGRESS", "final")}
+    own = {stage: params_for(stage, params, overrides) for stage in stages}
+    pending = []
     for stage in stages:
-        own = params_for(stage, params, overrides)
-        if not force and done.get(stage, {}).get("parameters") == own and done[stage].get("status") == "done":
+        if not force and done.get(stage, {}).get("parameters") == own[stage] and done[stage].get("status") == "done":
             print(f"== {stage}: finished before ({done[stage]['seconds']:.0f} s), skipped", flush=True)
-            continue
-        command = _stage_command(stage, params_file, sets, out)
+        else:
+            pending.append(stage)
+    for group in _groups(pending, together):
+        command = _stage_command(group, params_file, sets, out)
         if command is None:
-            done[stage] = {"status": "not available", "parameters": own}
-            print(f"== {stage}: not available yet, skipped", flush=True)
+            done[group[0]] = {"status": "not available", "parameters": own[group[0]]}
+            print(f"== {group[0]}: not available yet, skipped", flush=True)
             continue
-        print(f"== {stage}", flush=True)
+        print(f"== {' + '.join(group)}", flush=True)
+        before = _read(out / "results" / TIMINGS_FILE)
         code, seconds, peak = run_child(command, env)
-        status = "done" if code == 0 else ("stopped (SIGTERM)" if code == -signal.SIGTERM else f"failed (exit {code})")
-        done[stage] = {"status": status, "seconds": round(seconds, 1),
-                       "peak_rss_mb": round(peak), "parameters": own, **_conditions()}
-        print(f"   {stage}: {seconds:.0f} s, peak {peak:.0f} MB" + ("" if code == 0 else f", FAILED (exit {code})"),
-              flush=True)
-        record = _write_record(path, shared, common, params_file, done)
+        rows = _group_rows(group, code, seconds, peak, before, _read(out / "results" / TIMINGS_FILE))
+        for stage, row in rows.items():
+            done[stage] = {**row, "parameters": own[stage], **_conditions()}
+            print(f"   {stage}: {row['seconds']:.0f} s, peak {row['peak_rss_mb']} MB"
+                  + ("" if row["status"] == "done" else f", {row['status'].upper()}"), flush=True)
+        _write_record(path, shared, common, params_file, done)
         if code != 0:
-            raise RuntimeError(f"stage {stage} failed (exit {code}); rerun to resume from it")
+            raise RuntimeError(f"stage {list(rows)[-1]} {rows[list(rows)[-1]]['status']}; rerun to resume from it")
     return _write_record(path, shared, common, params_file, done)
+
+
+def _group_rows(group: Sequence[str], code: int, seconds: float, peak: float, before: Mapping[str, Any],
+                after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each stage's row after its process ended. A stage alone gets the process's wall time; in a
+    shared runner process each notebook gets the runner's own time for it (results/notebooks.json,
+    new entries only), the first one without an entry the rest (it failed or was stopped there)."""
+    status = "done" if code == 0 else ("stopped (SIGTERM)" if code == -signal.SIGTERM else f"failed (exit {code})")
+    if len(group) == 1:
+        return {group[0]: {"status": status, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}}
+    shared = {"stages": list(group), "seconds": round(seconds, 1)}
+    rows, used = {}, 0.0
+    for stage in group:
+        entry = after.get(stage)
+        if entry is not None and entry != before.get(stage):
+            rows[stage] = {"status": "done", "seconds": entry["seconds"], "peak_rss_mb": round(peak),
+                           "shared_process": shared}
+            used += entry["seconds"]
+        else:
+            rows[stage] = {"status": status if code != 0 else "failed (no timing recorded)",
+                           "seconds": round(max(0.0, seconds - used), 1), "peak_rss_mb": round(peak),
+                           "shared_process": shared}
+            break
+    return rows
 
 
 def _write_record(path: Path, shared: Mapping[str, Any], common: Mapping[str, Any], params_file: Path,
@@ -261,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--out", required=True, help="folder for notebooks, figures, results")
     run.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    run.add_argument("--together", action="store_true",
+                     help="consecutive notebooks in one runner process (faster; their peak memory is shared)")
     run.add_argument("--stages", default=",".join(STAGES),
                      help=f"comma-separated subset, run in this order (default: all of {','.join(STAGES)})")
     check = commands.add_parser("check", help="assert a finished run's outputs (make test-flickr30k)")
@@ -279,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             own = params_for("flickr30k", read_params(args.params), parse_overrides(args.set))
             print(json.dumps((stage_images if args.name == "images" else stage_captions)(own)))
             return 0
-        run_stages(args.params, args.set, args.out, args.force, parse_stages(args.stages))
+        run_stages(args.params, args.set, args.out, args.force, parse_stages(args.stages), args.together)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
