@@ -110,3 +110,14 @@ def test_notebooks_may_share_one_runner_process_and_keep_their_own_times():
     assert rows["03_captioning"]["shared_process"] == {"stages": group, "seconds": 70.0}
     assert F._group_rows(["images"], 0, 8.04, 512.4, {}, {}) == {"images": {"status": "done", "seconds": 8.0,
                                                                               "peak_rss_mb": 512}}
+
+
+def test_stages_of_an_older_record_get_the_threads_and_commit_of_its_run(tmp_path):
+    record = tmp_path / "flickr30k.json"
+    record.write_text(json.dumps({"run": {"device": {"threads": 2}, "git_commit": "aaaa"},
+                                  "stages": {"images": {"status": "done", "seconds": 67.4},
+                                             "03_captioning": {"seconds": 9.0, "threads": 1, "git_commit": "bbbb"}}}))
+    FR._backfill(record)
+    stages = json.loads(record.read_text())["stages"]
+    assert stages["images"] == {"status": "done", "seconds": 67.4, "threads": 2, "git_commit": "aaaa"}
+    assert stages["03_captioning"] == {"seconds": 9.0, "threads": 1, "git_commit": "bbbb"}
