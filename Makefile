@@ -74,6 +74,7 @@ test-portable: ## `make test` on a second numeric path: CPU capability AVX2, MKL
 test-chain-unit: setup
 	$(CHAIN) $(MAKE) --no-print-directory test-unit
 	$(CHAIN) $(MAKE) --no-print-directory test-notebooks NOTEBOOKS="$(NB_TOY)"
+	$(CHAIN) $(MAKE) --no-print-directory test-flickr30k
 
 test-chain-notebooks: setup
 	$(CHAIN) $(MAKE) --no-print-directory test-notebooks NOTEBOOKS="$(NB_STUDY)"

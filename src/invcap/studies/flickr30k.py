@@ -13,6 +13,9 @@ Stages, each in its own process (so that its peak resident memory is its own, re
    per-notebook sections, ``--set`` overrides); they find the caches above and reuse them.
 4. the post-notebook studies in ``POST_STUDIES`` that exist, as ``python -m MODULE --params F --set ...``.
 
+``--together`` (``make test-flickr30k``) runs stages 1-2 inside the driver and the notebooks in one runner
+process: a process start and a torch import less per stage, their peak memory then shared.
+
 ``OUT/results/flickr30k.json`` records every finished stage (seconds, peak memory, parameters) with a
 ``run_record`` (device, data key, timings). A rerun skips stages finished with the same parameters, so
 a killed run resumes at the stage it died in, and that stage reuses its caches and checkpoints;
@@ -41,6 +44,7 @@ NOTEBOOKS = ("02_autoencoder", "03_captioning", "04_inversion_analysis", "05_clo
 POST_STUDIES = ("invcap.studies.final_table",)  # run after the notebooks when they exist
 STAGES = ("images", "captions", *NOTEBOOKS, *POST_STUDIES)
 RECORD = "flickr30k.json"
+CACHE_STAGES = ("images", "captions")
 
 
 def run_child(command: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None
@@ -124,7 +128,7 @@ def _stage_command(group: Sequence[str], params_file: Path, sets: Sequence[str],
 
     flags = [x for s in sets for x in ("--set", s)]
     stage = group[0]
-    if stage in ("images", "captions"):
+    if stage in CACHE_STAGES:
         return [sys.executable, "-m", "invcap.studies.flickr30k", "stage", stage, "--params", str(params_file), *flags]
     if stage in NOTEBOOKS:
         notebooks = [str(repo_root() / "notebooks" / f"{name}.ipynb") for name in group]
@@ -192,7 +196,10 @@ def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, fo
             continue
         print(f"== {' + '.join(group)}", flush=True)
         before = _read(out / "results" / TIMINGS_FILE)
-        code, seconds, peak = run_child(command, env)
+        if together and group[0] in CACHE_STAGES:
+            code, seconds, peak = _in_process(group[0], shared, env)
+        else:
+            code, seconds, peak = run_child(command, env)
         rows = _group_rows(group, code, seconds, peak, before, _read(out / "results" / TIMINGS_FILE))
         for stage, row in rows.items():
             done[stage] = {**row, "parameters": own[stage], **_conditions()}
@@ -202,6 +209,37 @@ def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, fo
         if code != 0:
             raise RuntimeError(f"stage {list(rows)[-1]} {rows[list(rows)[-1]]['status']}; rerun to resume from it")
     return _write_record(path, shared, common, params_file, done)
+
+
+def _in_process(stage: str, params: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, float, float]:
+    """A cache-filling stage in this process (``--together``: no process start, no second torch
+    import); its peak memory is then this process's so far."""
+    import resource
+    import traceback
+
+    start = time.perf_counter()
+    code = 0
+    with _environment(env):
+        try:
+            print(json.dumps((stage_images if stage == "images" else stage_captions)(params)), flush=True)
+        except Exception:  # reported like a failed child: the driver records it and stops
+            traceback.print_exc()
+            code = 1
+    return code, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _group_rows(group: Sequence[str], code: int, seconds: float, peak: float, before: Mapping[str, Any],
@@ -308,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True, help="folder for notebooks, figures, results")
     run.add_argument("--force", action="store_true", help="rerun stages that finished before")
     run.add_argument("--together", action="store_true",
-                     help="consecutive notebooks in one runner process (faster; their peak memory is shared)")
+                     help="image decode and caption encoding in this process, consecutive notebooks in one runner "
+                          "process (faster on a small CPU; peak memory is then shared, not per stage)")
     run.add_argument("--stages", default=",".join(STAGES),
                      help=f"comma-separated subset, run in this order (default: all of {','.join(STAGES)})")
     check = commands.add_parser("check", help="assert a finished run's outputs (make test-flickr30k)")
