@@ -58,6 +58,12 @@ def _load(model: str, device: str):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
+    from invcap.progress import progress_mode
+
+    if progress_mode() != "live":  # transformers' "Loading weights" bar would be stored in the notebook
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     try:
         net = SentenceTransformer(_model_path(model), device=device)
     except Exception as err:  # OSError, ValueError, HF errors: one clear message
