@@ -32,12 +32,14 @@ def pipeline(tmp_path_factory):
     data_part = nb02.summarize_data(data)
     model, info = nb02.train_autoencoder(p02, progress=False)
     features = nb02.build_features(p02, data, progress=False)
-    r02 = nb02.write_results(p02, data, {"total": 1.0}, data_part, nb02.analyse_captions(features),
-                             nb02.reconstruction_metrics(model, info, features))
+    parts = {"data": data_part, "captions": nb02.analyse_captions(features),
+             "autoencoder": nb02.reconstruction_metrics(model, info, features)}
+    r02 = nb02.write_results(p02, data, {"total": 1.0}, *parts.values())
     p03 = nb03.Params(image_size=16, device="cpu", steps=5, batch_size=8)
     splits = nb03.load_splits(p03, progress=False)
     run = nb03.train(p03, splits, progress=False)
-    r03 = nb03.write_results(p03, run, splits, nb03.evaluate(run, splits), {"training": 1.0})
+    evaluation = nb03.evaluate(run, splits)
+    r03 = nb03.write_results(p03, run, splits, evaluation, {"training": 1.0})
     p04 = nb04.Params(device="cpu", sigmas=[1e-9, 1e-3], n_directions=2, n_jacobian=2, n_grid=2,
                       user_captions=["a red circle"])
     setup = nb04.load(p04, progress=False)
@@ -45,6 +47,14 @@ def pipeline(tmp_path_factory):
     noise = nb04.noise_study(setup, generated, p04, progress=False)
     amplification, arrays = nb04.amplification_study(setup, generated, p04)
     r04 = nb04.write_results(p04, setup, [generation, noise, amplification], {"noise sweep": 1.0})
+    # the checked cells print verdicts of each step's part, before the results file exists
+    texts = [nb02.verdicts(part, name) for name, part in parts.items()]
+    texts += [nb02.tables(parts[name], name) for name in ("captions", "autoencoder")]
+    texts += [nb03.verdicts(evaluation, part) for part in ("errors", "retrieval")]
+    texts += [nb03.tables(evaluation, part) for part in ("errors", "retrieval")]
+    for part, fragment in (("generation", generation), ("noise", noise), ("amplification", amplification)):
+        texts += [nb04.verdicts(fragment, part), nb04.tables(fragment, part)]
+    assert all(texts)
     yield {"folder": folder / "out" / "results", "r02": r02, "r03": r03, "r04": r04, "run": run, "setup": setup,
            "generated": generated, "arrays": arrays, "features": features, "data": data, "model": model, "info": info}
     mp.undo()
@@ -72,7 +82,9 @@ def test_notebook_02_steps_results_and_texts(pipeline):
 
 def test_notebook_02_names_its_autoencoder_for_later_notebooks(pipeline):
     kwargs = nb02.features_kwargs(image_size=16, folder=pipeline["folder"])
-    assert kwargs["epochs"] == 1 and kwargs["widths"] == (16, 32, 64) and kwargs["image_size"] == 16
+    from invcap.autoencoder import AutoencoderConfig
+
+    assert kwargs["epochs"] == 1 and kwargs["widths"] == tuple(AutoencoderConfig().widths) and kwargs["image_size"] == 16
     with pytest.raises(ValueError, match="other data"):
         nb02.features_kwargs(image_size=32, folder=pipeline["folder"])
     with pytest.raises(FileNotFoundError, match="02_autoencoder"):

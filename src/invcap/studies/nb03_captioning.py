@@ -48,7 +48,7 @@ class Params(NotebookParams):
     depth: int = 6
     negative_slope: float = 0.5
     target: str = "sample"       # "sample": one of the image's captions per step; "mean": their mean
-    steps: int = 3000
+    steps: int = 1000
     batch_size: int = 256
     lr: float = 3e-3
     n_show: int = 6
@@ -193,7 +193,7 @@ def verdicts(results: dict[str, Any], part: str) -> str:
             lines.append(f"{split}: {n} images")
     elif part == "errors":
         e = results["embedding_error"]["test"]
-        f, paper = e["invertible f"], results["paper_embedding_error"]
+        f, paper = e["invertible f"], PAPER_EMBEDDING_ERROR
         lines.append(f"test MSE of f to the mean caption at least 3x the paper's {paper:g}: "
                      f"{f['mse_mean_caption'] >= 3 * paper}")
         lines.append(f"the captions' own spread around their mean exceeds the paper's {paper:g} tenfold: "
