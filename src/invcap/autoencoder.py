@@ -179,16 +179,22 @@ def train_autoencoder(train_images: torch.Tensor, val_images: torch.Tensor | Non
                       config: AutoencoderConfig = AutoencoderConfig(), device: str | torch.device = "auto",
                       progress: bool = True) -> tuple[ConvAutoencoder, dict[str, Any]]:
     """Train on (N, 3, H, W) images in [0, 1] with MSE; returns the model (eval mode, frozen)
-    and a history with per-epoch train and validation MSE."""
+    and a history with per-epoch train and validation MSE. uint8 pixels (a tensor or an
+    ``UInt8Images`` view) are converted one batch at a time, never as a whole split."""
+    from invcap.data.images import UInt8Images
     from invcap.progress import progress as progress_bar
     from invcap.repro import resolve_device
 
     device = resolve_device(device)
+    as_view = lambda x: UInt8Images(x) if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else x  # noqa: E731
+    train_images, val_images = as_view(train_images), as_view(val_images)
     for name, x in [("train_images", train_images), ("val_images", val_images)]:
         if x is None:
             continue
         if x.dim() != 4 or x.shape[1:] != (3, config.image_size, config.image_size):
             raise ValueError(f"{name} must be (N, 3, {config.image_size}, {config.image_size}), got {tuple(x.shape)}")
+        if isinstance(x, UInt8Images):  # in [0, 1] by construction
+            continue
         if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
             raise ValueError(f"{name} must be finite and in [0, 1]; got range [{float(x.min())}, {float(x.max())}]")
     if len(train_images) == 0:
