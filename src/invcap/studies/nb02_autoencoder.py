@@ -177,6 +177,11 @@ def features_kwargs(dataset: str = "embedded", root: str | None = None, image_si
 
 # --- what the notebook prints ----------------------------------------------------------------
 
+def threads_text(r: dict[str, Any]) -> str:
+    n = r["run"]["device"]["threads"]
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def _band(label: str, value: float, low: float, high: float, unit: str = "") -> str:
     return f"{label} between {low:g} and {high:g}{unit}: {low <= value <= high}"
 
@@ -547,7 +552,7 @@ def render_readme(results: Path) -> str:
                     f"with at least {worst[0]:.0%} accuracy (lowest: {worst[1]} on {worst[2]}).")
     t = r["run"]["timings"]
     text.append("Run time of the committed run: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
-                + f" ({r['run']['device']['threads']} threads; autoencoder "
+                + f" ({threads_text(r)}; autoencoder "
                 + ("checkpoint reused" if r["training"]["reused_checkpoint"] else "trained from scratch") + ").")
     return "\n".join(text[:3]) + "\n\n" + " ".join(text[3:])
 
