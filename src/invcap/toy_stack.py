@@ -114,6 +114,7 @@ class _ChainWeights(torch.autograd.Function):
     def forward(ctx, lower_entries, upper_entries, log_scale, bias, learn_mask, models, lower_index,
                 upper_index, slope):
         M, d, n = bias.shape
+        every = models is None  # every model runs backward too: no gathers, no scatters
         k = torch.where(learn_mask[:, None, None], torch.exp(log_scale), torch.ones_like(log_scale))
         flat = bias.new_zeros(M, d, n * n)
         lower = flat.scatter(-1, lower_index.expand(M, d, -1), lower_entries).view(M, d, n, n)
@@ -124,36 +125,41 @@ class _ChainWeights(torch.autograd.Function):
         chain_w = weight.transpose(-1, -2).transpose(0, 1)  # (d, M, n, n): h @ W^T
         chain_b = bias.transpose(0, 1).unsqueeze(2)
         inv = None
-        if len(models):
-            eye = torch.eye(n, dtype=bias.dtype, device=bias.device).expand(len(models), d, n, n)
-            inv_lower = torch.linalg.solve_triangular(lower[models], eye, upper=False, unitriangular=True)
-            inv = torch.linalg.solve_triangular(upper[models], inv_lower, upper=True)  # W^-1 = U^-1 L^-1
+        if every or len(models):
+            lower_m, upper_m, bias_m = (lower, upper, bias) if every else (lower[models], upper[models], bias[models])
+            eye = torch.eye(n, dtype=bias.dtype, device=bias.device).expand_as(lower_m)
+            inv_lower = torch.linalg.solve_triangular(lower_m, eye, upper=False, unitriangular=True)
+            inv = torch.linalg.solve_triangular(upper_m, inv_lower, upper=True)  # W^-1 = U^-1 L^-1
             inv_t = inv.transpose(-1, -2).flip(1)  # W_i^-T, the last layer first
             scale = _inverse_scale(d, slope, inv)
             chain_w = torch.cat([chain_w, (inv_t * scale).transpose(0, 1)], 1)
-            chain_b = torch.cat([chain_b, (bias[models].flip(1).unsqueeze(2) @ inv_t).transpose(0, 1)], 1)
-        ctx.save_for_backward(lower, upper, k, bias, learn_mask, models, lower_index, upper_index,
-                              *(() if inv is None else (inv,)))
-        ctx.slope = slope
+            chain_b = torch.cat([chain_b, (bias_m.flip(1).unsqueeze(2) @ inv_t).transpose(0, 1)], 1)
+        ctx.save_for_backward(lower, upper, k, bias, learn_mask, lower_index, upper_index,
+                              *(() if every else (models,)), *(() if inv is None else (inv,)))
+        ctx.slope, ctx.every, ctx.has_inverse = slope, every, inv is not None
         return chain_w.contiguous(), chain_b.contiguous()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_w, grad_b):
-        lower, upper, k, bias, learn_mask, models, lower_index, upper_index, *inv = ctx.saved_tensors
+        lower, upper, k, bias, learn_mask, lower_index, upper_index, *rest = ctx.saved_tensors
         M, d, n = bias.shape
         grad_weight = grad_w[:, :M].transpose(0, 1).transpose(-1, -2)  # dL/dW from W^T
         grad_bias = grad_b[:, :M, 0].transpose(0, 1).contiguous()
-        if inv:
-            inv, = inv
+        if ctx.has_inverse:
+            models, inv = (None, rest[0]) if ctx.every else rest
             scale = _inverse_scale(d, ctx.slope, inv)
             g_vt = (grad_w[:, M:].transpose(0, 1) * scale).flip(1)  # dL/d(W^-T), back in layer order
             g_c = grad_b[:, M:].transpose(0, 1).flip(1)  # dL/d(b W^-T), (I, d, 1, n)
-            b = bias[models].unsqueeze(2)
+            b = (bias if ctx.every else bias[models]).unsqueeze(2)
             g_vt = g_vt + b.transpose(-1, -2) @ g_c  # c = b V: dV += b^T dc
-            grad_bias = grad_bias.index_add(0, models, (g_c @ inv).squeeze(2))  # db = dc V^T = dc W^-1
-            g_inv = g_vt.transpose(-1, -2)
-            grad_weight = grad_weight.index_add(0, models, -(inv.transpose(-1, -2) @ g_inv @ inv.transpose(-1, -2)))
+            inv_t = inv.transpose(-1, -2)
+            g_bias = (g_c @ inv).squeeze(2)  # db = dc V^T = dc W^-1
+            g_w = -(inv_t @ g_vt.transpose(-1, -2) @ inv_t)  # dW = -W^-T dW^-1 W^-T
+            if ctx.every:
+                grad_bias, grad_weight = grad_bias + g_bias, grad_weight + g_w
+            else:
+                grad_bias, grad_weight = grad_bias.index_add(0, models, g_bias), grad_weight.index_add(0, models, g_w)
         grad_lower = (grad_weight @ upper.transpose(-1, -2)).flatten(-2)
         grad_upper = lower.transpose(-1, -2) @ grad_weight
         grad_k = grad_upper.diagonal(dim1=-2, dim2=-1)
@@ -261,9 +267,10 @@ class StackedInvertibleMLP(nn.Module):
 
     # --- the training program ------------------------------------------------------------------
 
-    def _chain_weights(self, models: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _chain_weights(self, models: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights (d, M + len(models), n, n) and biases (d, M + len(models), 1, n) of the chain that
-        runs every model forward and ``models`` backward (negated, see the module docstring)."""
+        runs every model forward and ``models`` backward (negated, see the module docstring);
+        ``models=None``: every model backward."""
         return _ChainWeights.apply(self.lower_entries, self.upper_entries, self.log_scale, self.bias,
                                    self.learn_mask, models, self._lower_index, self._upper_index,
                                    self.negative_slope)
@@ -284,10 +291,13 @@ class StackedInvertibleMLP(nn.Module):
         n, M = self.features, self.n_models
         u = torch.cat([x, y[models]])
         target = torch.cat([_lift(y, n), -_lift(x[models], n)])  # the inverse half runs negated
+        every = len(models) == M and bool((models == torch.arange(M)).all())
 
         def loss() -> tuple[torch.Tensor, torch.Tensor]:
-            weight, bias = self._chain_weights(models)
+            weight, bias = self._chain_weights(None if every else models)
             error = _ChainError.apply(u, target, weight, bias, self.negative_slope)
+            if every:
+                return error[:M], error[M:]
             return error[:M], error.new_ones(M).index_copy(0, models, error[M:])
         return loss
 

@@ -52,12 +52,12 @@ class Params(NotebookParams):
     depth: int = 8             # LU layers
     steps: int = 5000          # full-batch Adam steps; "_4x" variants train 4x as long
     lr: float = 1e-2
-    n_train: int = 256         # training points per network (one uniform point in each of n_train bins)
+    n_train: int = 128         # training points per network (one uniform point in each of n_train bins)
     n_test: int = 4096         # fresh test points per network (independent stream)
     use_cache: bool = True     # reuse trained networks from .cache/toy when nothing changed
     workers: int = 2           # processes training the stacks side by side (same numbers as 1)
     demo_variant: str = "balanced_learn_diag"  # run_experiment on a user function ...
-    demo_steps: int = 2000                     # ... for this many steps
+    demo_steps: int = 1000                     # ... for this many steps
 
     def __post_init__(self) -> None:
         for name in ("functions", "variants"):  # the notebook writes lists
