@@ -7,13 +7,31 @@
 - ``load_flickr30k(root, split=None, image_size=32)``: reads whichever Flickr30k annotation file is
   under ``root`` and returns a ``CaptionedImages`` dataset of ``(image, captions)``.
 - ``embedded_dataset(split=None, image_size=32, seed=0)``: make (cached) + load.
+- ``invcap.data.images``: checking image files, decoding them once into uint8, the float view.
+- ``invcap.data.rehearsal``: a Flickr30k-shaped rehearsal set (``python -m invcap.data.rehearsal OUT``).
+
+The names below are imported on first use, so that ``python -m invcap.data.rehearsal`` and its
+worker processes start without importing torch.
 """
 
-from invcap.data.embedded import (ATTRIBUTES, COMPOSITIONAL_SPLITS, all_combinations, compositional_holdout,
-                                  describe, evaluation_captions, make_embedded_dataset, render, render_batch)
-from invcap.data.flickr30k import CaptionedImages, embedded_dataset, load_flickr30k
-from invcap.data.wording import Caption
+from importlib import import_module
 
-__all__ = ["ATTRIBUTES", "COMPOSITIONAL_SPLITS", "render", "render_batch", "describe", "evaluation_captions",
-           "all_combinations", "compositional_holdout", "make_embedded_dataset", "Caption", "CaptionedImages",
-           "load_flickr30k", "embedded_dataset"]
+_SOURCES = {
+    "ATTRIBUTES": "embedded", "COMPOSITIONAL_SPLITS": "embedded", "render": "embedded",
+    "render_batch": "embedded", "describe": "embedded", "evaluation_captions": "embedded",
+    "all_combinations": "embedded", "compositional_holdout": "embedded", "make_embedded_dataset": "embedded",
+    "Caption": "wording", "CaptionedImages": "flickr30k", "load_flickr30k": "flickr30k",
+    "embedded_dataset": "flickr30k",
+}
+
+__all__ = list(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        return getattr(import_module(f"invcap.data.{_SOURCES[name]}"), name)
+    raise AttributeError(f"module 'invcap.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
