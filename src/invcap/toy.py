@@ -1,24 +1,12 @@
 """The paper's toy experiments (Table 1): learn an invertible scalar function with the invertible
 network of ``invcap.inn``, then score the learned map, its inverse and the round trip.
 
-Protocol (the paper states none of it, so it is fixed here and used everywhere; ``PROTOCOL``):
-
-- Each target g is strictly monotone on its interval, so g^-1 exists there: sine on
-  [-pi/2, pi/2], the polynomial x^3 + x on [-1, 1], exp on [-1, 1].
-- A scalar is lifted to the network's width n by zero padding: x -> (x, 0, ..., 0) and
-  g(x) -> (g(x), 0, ..., 0). The network maps R^n -> R^n, so the pads are part of the target.
-- Training: ``n_train`` points, one uniform in each of ``n_train`` equal bins of the interval,
-  full-batch Adam with a cosine learning-rate decay (``invcap.optim``). Testing: ``n_test``
-  fresh uniform points from an independent random stream.
-- Errors, per test point the squared Euclidean distance over all n coordinates, averaged:
-  learning = mean ||f(x) - g(x)||^2, inversion = mean ||f^-1(g(x)) - x||^2 (the inverse applied
-  to the TRUE targets), round trip = mean ||f^-1(f(x)) - x||^2 (numerical invertibility only).
-
-Many networks train at once (every function x seed x variant of one dtype and schedule):
-``StackedInvertibleMLP`` (in ``invcap.toy_stack``) holds M independent parameter sets and runs the
-forward and inverse passes of all of them as one batched program. The scores are computed on real
-``InvertibleMLP`` modules rebuilt from the trained parameters, so the table measures the
-library's network. ``run_table`` caches what it trained under ``invcap.cache.cache_key``.
+The protocol (lifting by zero padding, stratified training points, fresh test points, the three
+errors) is fixed here because the paper states none of it; ``PROTOCOL`` says it in words. Many
+networks train at once: ``StackedInvertibleMLP`` (``invcap.toy_stack``) runs every function x seed
+x variant of one dtype and schedule as one batched program, and the scores are computed on plain
+``InvertibleMLP`` modules rebuilt from the trained parameters, so the table measures the library's
+network. ``run_table`` caches what it trained under ``invcap.cache.cache_key``.
 """
 
 from __future__ import annotations
