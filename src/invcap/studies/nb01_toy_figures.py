@@ -59,13 +59,14 @@ def plot_fits(results: Sequence[toy.ExperimentResult], variants: Sequence[str], 
                                                                   color=color)
         span = hi - lo
         ax_i.set_ylim(lo - 0.5 * span, hi + 0.5 * span)  # a forward-only inverse can leave the plot
-        ax_f.set(title=function.formula, xlabel=f"x {_NO_UNIT}", ylabel=f"f(x), first coordinate {_NO_UNIT}")
-        ax_i.set(xlabel=f"y = g(x) {_NO_UNIT}", ylabel=f"f$^{{-1}}$(y), first coordinate {_NO_UNIT}")
-        ax_e.set(xlabel=f"x {_NO_UNIT}", ylabel=f"pointwise error norm, all coordinates {_NO_UNIT}")
+        ax_f.set(title=function.formula, xlabel="x", ylabel="f(x), coordinate 0")
+        ax_i.set(xlabel="y = g(x)", ylabel="f$^{-1}$(y), coordinate 0")
+        ax_e.set(xlabel="x", ylabel="error norm, all coordinates")
         for ax in (ax_f, ax_i, ax_e):
             ax.grid(alpha=0.3)
-    fig.suptitle(f"Learned functions and inverses (seed {seed}); the inverse is applied to the true targets "
-                 f"(middle row clipped to the interval ± half its width)")
+    fig.suptitle(f"Learned functions and inverses (seed {seed}; every quantity is dimensionless)\nmiddle row: the "
+                 f"inverse applied to the true targets, clipped to the interval ± half its width; bottom row: "
+                 f"||f(x) - g(x)|| and ||f$^{{-1}}$(g(x)) - x|| over all coordinates", fontsize=10)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3),
                fontsize=8, frameon=False)
     return fig
@@ -125,7 +126,7 @@ def plot_toy_conditioning(rows: Sequence[dict[str, Any]]):
             ax.semilogy(layers, [layer["sigma_max"] for layer in row["layers"]], "o-", color=f"C{k}", label=label)
             ax.semilogy(layers, [layer["sigma_min"] for layer in row["layers"]], "s--", color=f"C{k}")
         ax.set(title=f"{function}: singular values of W_i (seed {rows[0]['seed']})", xlabel="layer i",
-               ylabel=f"sigma_max (solid), sigma_min (dashed) {_NO_UNIT}")
+               ylabel=f"singular value {_NO_UNIT}: σ_max solid, σ_min dashed")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     return fig

@@ -34,7 +34,7 @@ from invcap.studies.nb01_toy_report import (KEY_NUMBERS, PAPER_TABLE1, README_BL
 __all__ = ["Params", "ToyRun", "PAPER_TABLE1", "TABLE_COLUMNS", "RESULTS_KEYS", "setup", "describe", "train", "training_summary", "narrative", "headline",
            "summarise", "worst_ratio_to_paper", "best_variant", "markdown_table", "table_frame",
            "toy_conditioning_rows", "analyse_conditioning", "conditioning_frame", "run_demo", "demo_text",
-           "write_results", "load_results", "verdicts", "verdicts_with_margins", "verdict_checks", "Verdict",
+           "write_results", "save", "load_results", "verdicts", "verdicts_with_margins", "verdict_checks", "Verdict",
            "conclusions", "plot_fits", "plot_errors", "plot_toy_conditioning", "glance_row", "README_BLOCKS",
            "KEY_NUMBERS"]
 
@@ -239,5 +239,11 @@ def write_results(run: ToyRun, folder: Path | None = None) -> list[Path]:
     paths = [write_csv_atomic(folder / RESULTS[0], run.rows, TABLE_COLUMNS),
              write_json_atomic(folder / RESULTS[1], record)]
     return paths
+
+
+def save(run: ToyRun) -> str:
+    """``write_results`` into ``results_dir()``, and a line saying what was written (no machine path)."""
+    paths = write_results(run)
+    return f"wrote {', '.join(p.name for p in paths)} to the results folder"
 
 
