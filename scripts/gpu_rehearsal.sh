@@ -8,7 +8,8 @@
 #   scripts/gpu_rehearsal.sh --dry-run       # checks the environment and prints what it would run
 #   scripts/gpu_rehearsal.sh --cpu-tiny      # the same path on the CPU: 300 images, params/flickr30k-tiny.yaml
 #
-# Environment: WORK (default /tmp/flickr30k-gpu), PY (default .venv/bin/python, else python3).
+# Environment: WORK (default /tmp/flickr30k-gpu), PY (default .venv/bin/python, else python3), STAGES (a
+# comma-separated subset of the stages, default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,7 +59,7 @@ if "invcap" not in KernelSpecManager().find_kernel_specs():
     sys.exit("no Jupyter kernel named 'invcap': run `python -m ipykernel install --sys-prefix --name invcap`")
 PYCHECK
 CMD=("$PY" -m invcap.studies.flickr30k_rehearsal measure --images "$IMAGES" --params "$PARAMS" --work "$WORK"
-     --workers "$CORES" --device "$DEVICE")
+     --workers "$CORES" --device "$DEVICE" ${STAGES:+--stages "$STAGES"})
 if [ $MODE = dry ]; then
   echo "would run: ${CMD[*]}"
   exit 0

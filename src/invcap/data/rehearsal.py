@@ -394,6 +394,33 @@ def _annotations(config: RehearsalConfig, names: list[str], splits: list[str | N
     return "\n".join(csv_lines) + "\n", {"images": images, "dataset": "flickr30k"}
 
 
+def _draw_all(config: RehearsalConfig, folder: Path, items: list, workers: int, progress: bool
+              ) -> tuple[int, dict[int, list[str]]]:
+    """Draw every missing image with ``workers`` processes; returns (images written, index -> captions)."""
+    from invcap.progress import progress as bar
+
+    jobs = [(config, str(folder), chunk) for chunk in _chunks(items, 64)]
+    written, captions = 0, {}
+    with bar(total=config.images, desc="rehearsal images", unit="img", disable=not progress) as shown:
+        if workers == 1:
+            results: Iterator = map(_draw_chunk, jobs)
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(workers)  # spawn: safe whatever threads the parent runs
+            results = pool.imap(_draw_chunk, jobs)
+        try:
+            for job, (count, chunk_captions) in zip(jobs, results):
+                written += count
+                captions.update(chunk_captions)
+                shown.update(len(job[2]))
+        finally:
+            if workers > 1:
+                pool.close()
+                pool.join()
+    return written, captions
+
+
 def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalConfig(), workers: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Write the rehearsal set under ``out`` (see the module docstring); returns its manifest.
@@ -401,8 +428,6 @@ def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalCo
     A folder whose ``rehearsal.json`` records the same configuration is reused as it is; a folder
     holding part of a set of this configuration is completed; a folder holding anything else is an
     error (it is never overwritten)."""
-    from invcap.progress import progress as bar
-
     out = Path(out).expanduser()
     manifest_path = out / "rehearsal.json"
     wanted = {**asdict(config), "version": VERSION}
@@ -427,25 +452,7 @@ def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalCo
     fault_of = {i: f for f, indices in faults.items() for i in indices}
     items = [(i, names[i], fault_of.get(i)) for i in range(config.images)]
     workers = max(1, min(workers or os.cpu_count() or 1, 32))
-    jobs = [(config, str(folder), chunk) for chunk in _chunks(items, 64)]
-    written, captions = 0, {}
-    with bar(total=config.images, desc="rehearsal images", unit="img", disable=not progress) as shown:
-        if workers == 1:
-            results: Iterator[int] = map(_draw_chunk, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(workers)  # spawn: safe whatever threads the parent runs
-            results = pool.imap(_draw_chunk, jobs)
-        try:
-            for job, (count, chunk_captions) in zip(jobs, results):
-                written += count
-                captions.update(chunk_captions)
-                shown.update(len(job[2]))
-        finally:
-            if workers > 1:
-                pool.close()
-                pool.join()
+    written, captions = _draw_all(config, folder, items, workers, progress)
     draw_seconds = time.perf_counter() - start
     caps = [captions[i] for i in range(config.images)]
     csv_text, karpathy = _annotations(config, names, splits, caps)

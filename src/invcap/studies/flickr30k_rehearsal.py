@@ -134,7 +134,7 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
         "stages": stages, "total_seconds": round(sum(s["seconds"] for s in done), 1),
         "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
         "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB,
-        "shortened": lengths, "image_size": record["stages"].get("02_autoencoder", {}).get("parameters", {}).get("IMAGE_SIZE"),
+        "shortened": lengths, "image_size": record["run"]["config"].get("IMAGE_SIZE"),
         "gpu_projection_seconds": projection(stages, lengths),
         "gpu_assumptions": {k: {"speedup": v[0], "why": v[1]} for k, v in GPU_ASSUMPTIONS.items()},
         "gpu_startup_seconds": STARTUP_SECONDS, "gpu_measured": None,
@@ -171,10 +171,14 @@ def render_block(results: Path) -> str:
                  if peak else f"| **total** | **{_fmt_s(r['total_seconds'])}** | - | **{_fmt_s(total_proj)}** |")
     short = "; ".join(f"{LABELS.get(s, s)}: {v['knob']} {v['cpu']:g} instead of {v['full']:g}"
                       for s, v in r.get("shortened", {}).items())
-    verdict = (f"Peak memory {peak / 1024:.1f} GB: goal (at most {r['goal_peak_rss_mb'] / 1024:.0f} GB) "
+    verdict = (f"Peak memory {peak / 1024:.1f} GB (the largest of the stages measured): goal (at most {r['goal_peak_rss_mb'] / 1024:.0f} GB) "
                f"{'met' if r['goal_met'] else 'missed by ' + format((peak - r['goal_peak_rss_mb']) / 1024, '.1f') + ' GB'}."
                if peak else "Peak memory not measured.")
-    lines += ["", f"Training shortened for the CPU: {short or 'nothing'}. {verdict}",
+    from invcap.studies.flickr30k import STAGES
+
+    missing = [LABELS.get(st, st) for st in STAGES if st not in r["stages"]]
+    lines += ["", f"Training shortened for the CPU: {short or 'nothing'}. {verdict}"
+              + (f" **Not measured yet at full size:** {', '.join(missing)}." if missing else ""),
               "The GPU column is a projection, not a measurement (no GPU was lent): a process start "
               f"({r.get('gpu_startup_seconds', STARTUP_SECONDS):.0f} s) plus the CPU time scaled to the full lengths "
               "and divided by an assumed speed-up per stage (listed in the results file)."]
