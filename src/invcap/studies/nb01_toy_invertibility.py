@@ -13,6 +13,7 @@ those numbers; the figures are in ``invcap.studies.nb01_figures``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from invcap import toy
 from invcap.cache import cache_key
 from invcap.io import results_dir, write_csv_atomic, write_json_atomic
-from invcap.repro import Stopwatch, run_record, seed_everything
+from invcap.repro import DEFAULT_THREADS, Stopwatch, run_record, seed_everything
 from invcap.studies.common import NotebookParams
 from invcap.studies.nb01_toy_figures import plot_errors, plot_fits, plot_toy_conditioning
 from invcap.studies.nb01_toy_report import (KEY_NUMBERS, PAPER_TABLE1, README_BLOCKS, RESULTS, RESULTS_KEYS,
@@ -55,7 +56,7 @@ class Params(NotebookParams):
     n_train: int = 128         # training points per network (one uniform point in each of n_train bins)
     n_test: int = 4096         # fresh test points per network (independent stream)
     use_cache: bool = True     # reuse trained networks from .cache/toy when nothing changed
-    workers: int = 2           # processes training the stacks side by side (same numbers as 1)
+    workers: int = 0           # processes training the stacks side by side (same numbers as 1); 0: INVCAP_THREADS
     demo_variant: str = "balanced_learn_diag"  # run_experiment on a user function ...
     demo_steps: int = 1000                     # ... for this many steps
 
@@ -64,10 +65,20 @@ class Params(NotebookParams):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.n_seeds, int) or self.n_seeds < 1:
             raise ValueError(f"N_SEEDS must be an int >= 1, got {self.n_seeds!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"WORKERS must be an int >= 0 (0: one per thread of INVCAP_THREADS), got {self.workers!r}")
         if "paper" not in self.variants:
             raise ValueError(f"VARIANTS must include 'paper' (the table compares every variant with it), "
                              f"got {list(self.variants)}")
         self.config()  # validates the training settings now, with TrainConfig's messages
+
+    @property
+    def n_workers(self) -> int:
+        """``workers``, or with 0 the thread allowance ``INVCAP_THREADS`` (default 2): under
+        ``/work/bin/heavy`` or ``make test`` (one thread) the stacks train one after another."""
+        if self.workers:
+            return self.workers
+        return max(1, int(os.environ.get("INVCAP_THREADS", DEFAULT_THREADS)))
 
     @property
     def seeds(self) -> list[int]:
@@ -118,7 +129,7 @@ def train(params: Params) -> ToyRun:
     watch = Stopwatch()
     with watch("train"):
         results = toy.run_table(params.functions, params.variants, params.seeds, config, cache=params.use_cache,
-                                workers=params.workers, show_progress=True)
+                                workers=params.n_workers, show_progress=True)
     rows = summarise(results)
     return ToyRun(params, results, rows, best_variant(rows), from_cache, watch, started=start)
 
@@ -131,7 +142,7 @@ def table_frame(rows: Sequence[dict[str, Any]]):
 
 
 def training_summary(run: ToyRun) -> str:
-    how = "loaded from the cache" if run.from_cache else f"trained in {run.params.workers} worker process(es)"
+    how = "loaded from the cache" if run.from_cache else f"trained in {run.params.n_workers} worker process(es)"
     return f"{len(run.results)} networks, {how}, in {run.watch.seconds['train']:.0f} s; best variant: {run.best}"
 
 
@@ -228,7 +239,7 @@ def write_results(run: ToyRun, folder: Path | None = None) -> list[Path]:
     timings = dict(run.watch.seconds)
     timings["notebook_until_results"] = time.perf_counter() - run.started
     config = {**params.as_dict(), **vars(params.config()), "seeds": params.seeds,
-              "steps_4x": 4 * params.steps}
+              "steps_4x": 4 * params.steps, "workers_used": params.n_workers}
     data = cache_key({f: (toy.FUNCTIONS[f].formula, toy.FUNCTIONS[f].domain) for f in params.functions})
     demo = None
     if run.demo is not None:

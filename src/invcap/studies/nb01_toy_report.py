@@ -488,7 +488,7 @@ def render_runtime(results: Path) -> str:
     record = load_results(results)
     t, run = record["run"]["timings"], record["run"]
     train = ("loaded from the cache" if record.get("from_cache") else
-             f"{t['train']:.0f} s training {len(record['runs'])} networks in {run['config']['workers']} worker "
+             f"{t['train']:.0f} s training {len(record['runs'])} networks in {run['config'].get('workers_used', run['config']['workers'])} worker "
              f"process(es) of 1 thread")
     parts = [train] + [f"{t[k]:.0f} s {k}" for k in ("conditioning", "demo") if k in t]
     return (f"Run time of the committed run ({run['device']['name']}, CPU capability "
