@@ -115,7 +115,9 @@ def test_stack_and_its_training_chain_match_invertible_mlp(dtype, tol):
         with torch.no_grad():
             torch.testing.assert_close(fwd[m], module(lift(x[m], 6)), rtol=tol, atol=tol)
             torch.testing.assert_close(chain_fwd[m], module(lift(x[m], 6)), rtol=tol, atol=tol)
-            torch.testing.assert_close(back[m], module.inverse(lift(y[m], 6)), rtol=tol, atol=tol)
+            # the layer's left-side in-place solves round differently from the stack's right-side
+            # ones: in float32 they agree to ~1e-5 relative on this ill-conditioned toy net (inn, aee1cf9)
+            torch.testing.assert_close(back[m], module.inverse(lift(y[m], 6)), rtol=tol * 10, atol=tol * 10)
     for k, m in enumerate(models.tolist()):
         with torch.no_grad():
             torch.testing.assert_close(chain_back[k], net.to_module(m).inverse(lift(y[m], 6)), rtol=tol * 10, atol=tol * 10)

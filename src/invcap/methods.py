@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from invcap.captioning import CaptioningConfig, build_network, caption_targets, check_pair, train_captioning
-from invcap.inn import InvertibleMLP
+from invcap.inn import InvertibleMLP, NetworkFactors
 from invcap.io import cache_dir
 
 __all__ = ["Method", "METHODS", "BEST_METHOD", "method", "mmd_inverse_multiquadric", "singular_value_spread", "info_nce",
@@ -278,10 +278,10 @@ class MethodLoss:
         self.last: dict[str, float] = {}
 
     def __call__(self, net: InvertibleMLP, z: torch.Tensor, y: torch.Tensor,
-                 prediction: torch.Tensor | None = None) -> torch.Tensor:
+                 prediction: torch.Tensor | None = None, factors: NetworkFactors | None = None) -> torch.Tensor:
         m = self.method
         if prediction is None:
-            prediction = net(z)
+            prediction = net(z, factors=factors)
         total = z.new_zeros(())
         if m.contrastive_weight > 0:
             k = net.features - m.latent_dims   # the caption part of the output
@@ -289,17 +289,18 @@ class MethodLoss:
             total = total + m.contrastive_weight * contrastive
             self.last["contrastive"] = float(contrastive.detach())
         if m.spread_weight > 0:
-            spread = sum(singular_value_spread(layer.weight, layer.log_abs_det()) for layer in net.linears)
+            weights = [layer.weight for layer in net.linears] if factors is None else [f.weight for f in factors]
+            spread = sum(singular_value_spread(w, layer.log_abs_det()) for w, layer in zip(weights, net.linears))
             total = total + m.spread_weight * spread
             self.last["spread"] = float(spread.detach())
         if m.noisy_inverse_weight > 0:
             noisy = y + m.inverse_noise * torch.randn_like(y)
-            noisy_mse = torch.mean((net.inverse(noisy) - z) ** 2)
+            noisy_mse = torch.mean((net.inverse(noisy, factors=factors) - z) ** 2)
             total = total + m.noisy_inverse_weight * noisy_mse
             self.last["noisy_inverse_mse"] = float(noisy_mse.detach())
         if m.image_rank > 0:
             # z is already projected, so its error within the subspace is all that decodes
-            error = (net.inverse(y) - z) @ self.image_basis.to(z)
+            error = (net.inverse(y, factors=factors) - z) @ self.image_basis.to(z)
             projected = error.pow(2).sum(dim=1).mean() / z.shape[1]
             total = total + m.projected_inverse_weight * projected
             self.last["projected_inverse_mse"] = float(projected.detach())
@@ -317,12 +318,12 @@ class MethodLoss:
                 self.last["mmd"] = float(mmd.detach())
             if m.padded_inverse_weight > 0:
                 code = latent.detach() if m.detach_latent else latent
-                rebuilt = net.inverse(torch.cat([y[:, :k], code], dim=1))
+                rebuilt = net.inverse(torch.cat([y[:, :k], code], dim=1), factors=factors)
                 inverse_mse = torch.mean((rebuilt - z) ** 2)
                 total = total + m.padded_inverse_weight * inverse_mse
                 self.last["inverse_mse"] = float(inverse_mse.detach())
             if m.prior_inverse_weight > 0:
-                sampled = net.inverse(torch.cat([y[:, :k], torch.randn_like(latent)], dim=1))
+                sampled = net.inverse(torch.cat([y[:, :k], torch.randn_like(latent)], dim=1), factors=factors)
                 prior_mse = torch.mean((sampled - z) ** 2)
                 total = total + m.prior_inverse_weight * prior_mse
                 self.last["prior_inverse_mse"] = float(prior_mse.detach())
