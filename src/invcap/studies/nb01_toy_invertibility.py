@@ -7,7 +7,7 @@ variant x seed; a ``ToyRun``) -> ``summarise`` -> ``verdicts`` -> figures -> ``a
 ``results/table1.csv`` (``TABLE_COLUMNS``) and ``results/table1.json`` (``RESULTS_KEYS``: the run
 record with its timings, the table, every network's scores, the conditioning rows, the demo). The
 narrative (``conclusions``), the checked verdicts and the README blocks are all computed from
-those numbers; the figures are in ``invcap.studies.nb01_figures``.
+those numbers; the figures are in ``invcap.studies.nb01_toy_figures``.
 """
 
 from __future__ import annotations
