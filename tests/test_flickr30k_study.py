@@ -58,9 +58,11 @@ def test_readme_block_renders_from_the_results_file(tmp_path):
                                            "git_commit": "fedcba9876543210"}},
               "peak_rss_mb": 4000, "goal_peak_rss_mb": 8192, "goal_met": True,
               "shortened": {"03_captioning": {"knob": "STEPS", "cpu": 300, "full": 10000, "ratio": 33.3}},
+              "also_changed": ["final table: PORTABLE false instead of its default"],
               "gpu_projection_seconds": {"rehearsal": 35.0, "03_captioning": 3800.0}, "gpu_startup_seconds": 10}
     (tmp_path / FR.RESULTS_FILE).write_text(json.dumps(result))
     block = FR.render_block(tmp_path)
+    assert "Also changed: final table: PORTABLE false instead of its default." in block
     assert "| notebook 03: captioning | 15.0 min | 1 | 3.9 GB | 63.3 min |" in block
     assert "| rehearsal generation | 3.3 min | 2 | 0.3 GB |" in block  # threads of the run when a stage has none
     assert "`0123456789`: rehearsal generation; `fedcba9876`: notebook 03: captioning" in block

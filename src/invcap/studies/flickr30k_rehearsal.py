@@ -29,7 +29,7 @@ __all__ = ["measure", "results_name", "render_block", "projection", "README_BLOC
 RESULTS_FILE = "flickr30k_rehearsal.json"
 GOAL_PEAK_MB = 8 * 1024
 FULL_PARAMS = "params/flickr30k.yaml"
-LABELS = {"rehearsal": "rehearsal generation", "images": "image decode into the uint8 cache",
+LABELS = {"final_table": "final table", "rehearsal": "rehearsal generation", "images": "image decode into the uint8 cache",
           "captions": "caption encoding (embedding cache)", "02_autoencoder": "notebook 02: autoencoder",
           "03_captioning": "notebook 03: captioning", "04_inversion_analysis": "notebook 04: inversion analysis",
           "05_closing_the_inversion_gap": "notebook 05: closing the inversion gap",
@@ -70,6 +70,26 @@ def _lengths(params_file: Path) -> dict[str, dict[str, Any]]:
     a, b = work(params_for("final_table", short)), work(params_for("final_table", full))
     if a > 0 and a != b:
         out["invcap.studies.final_table"] = {"knob": "seeds x sum(STEP_GRID)", "cpu": a, "full": b, "ratio": b / a}
+    return out
+
+
+def other_changes(params_file: Path) -> list[str]:
+    """What else the CPU parameters file changes against ``params/flickr30k.yaml`` besides the
+    training lengths (``LENGTH_KNOBS``, the final table's seeds and step grid), e.g. fewer noise levels."""
+    from invcap.io import repo_root
+    from invcap.studies.notebooks import read_params
+
+    short, full = read_params(params_file), read_params(repo_root() / FULL_PARAMS)
+    lengths = {(s, k) for s, k in LENGTH_KNOBS.items()} | {("final_table", "SEEDS"), ("final_table", "STEP_GRID")}
+    out = []
+    for section, values in short.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            base = (full.get(section) or {}).get(key, "its default")
+            if (section, key) not in lengths and value != base:
+                out.append(f"{LABELS.get(section, section)}: {key} {json.dumps(value)} instead of "
+                           f"{base if base == 'its default' else json.dumps(base)}")
     return out
 
 
@@ -146,7 +166,7 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
         "stages": stages, "total_seconds": round(sum(s["seconds"] for s in done), 1),
         "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
         "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB,
-        "shortened": lengths, "image_size": record["run"]["config"].get("IMAGE_SIZE"),
+        "shortened": lengths, "also_changed": other_changes(params_file), "image_size": record["run"]["config"].get("IMAGE_SIZE"),
         "gpu_projection_seconds": projection(stages, lengths),
         "gpu_assumptions": {k: {"speedup": v[0], "why": v[1]} for k, v in GPU_ASSUMPTIONS.items()},
         "gpu_startup_seconds": STARTUP_SECONDS, "gpu_measured": None, "earlier": earlier,
@@ -249,7 +269,9 @@ def render_block(results: Path) -> str:
                   + (f"{row['peak_rss_mb'] / 1024:.1f} GB" if row.get("peak_rss_mb") else "not measured")
                   + f", commit `{str(row.get('git_commit', r['run']['git_commit']))[:10]}`."]
     missing = [LABELS.get(st, st) for st in STAGES if st not in r["stages"]]
-    lines += ["", f"Training shortened for the CPU: {short or 'nothing'}. {verdict}"
+    also = "; ".join(r.get("also_changed") or [])
+    lines += ["", f"Training shortened for the CPU: {short or 'nothing'}." + (f" Also changed: {also}." if also else "")
+              + f" {verdict}"
               + (f" **Not measured yet at full size:** {', '.join(missing)}." if missing else ""),
               "The GPU column is a projection, not a measurement (no GPU was lent): a process start "
               f"({r.get('gpu_startup_seconds', STARTUP_SECONDS):.0f} s) plus the CPU time scaled to the full lengths "
