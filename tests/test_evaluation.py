@@ -202,3 +202,21 @@ def test_metrics_without_attributes_use_exact_match_and_image_clusters():
                         judge=Judge(), candidates=3)
     assert "all_correct" not in out and {"r_precision", "psnr"} <= set(out)   # 4x4 images: below SSIM's window
     assert out["psnr"].mean > 50
+
+
+def test_r_precision_against_every_other_label_matches_a_direct_loop():
+    g = torch.Generator().manual_seed(5)
+    queries, captions = torch.randn(30, 4, generator=g), torch.randn(30, 4, generator=g)
+    labels = np.repeat(np.arange(10), 3)
+    hits = ev._r_precision_hits(queries, captions, labels, candidates=28, seed=0)   # the whole pool: no chance left
+    sims = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(captions, dim=1).T
+    direct = [100.0 * float(sims[i, i] > max(sims[i, j] for j in range(30) if labels[j] != labels[i]))
+              for i in range(30)]
+    assert hits.tolist() == direct
+    tied = ev._r_precision_hits(torch.ones(30, 4), torch.ones(30, 4), labels, candidates=5, seed=0)
+    assert tied.sum() == 0                                            # a tie is a miss
+    nan = queries.clone()
+    nan[0] = float("nan")
+    assert ev._r_precision_hits(nan, captions, labels, candidates=5, seed=0)[0] == 0
+    with pytest.raises(ValueError, match="lower `candidates`"):
+        ev._r_precision_hits(queries, captions, labels, candidates=29, seed=0)

@@ -249,24 +249,30 @@ def decode_all(model, embeddings: torch.Tensor, decode: Decode, samples: int = 1
 
 
 def _r_precision_hits(queries: torch.Tensor, captions: torch.Tensor, labels: np.ndarray, candidates: int,
-                      seed: int) -> np.ndarray:
+                      seed: int, chunk: int = 1024) -> np.ndarray:
     """Per query, 100 when its own caption scores strictly higher (cosine) than each of
-    ``candidates - 1`` captions drawn without replacement from rows of other labels, else 0."""
+    ``candidates - 1`` captions drawn without replacement from rows of other labels, else 0 (a tie
+    is a miss; a non-finite query misses). The draw: uniform random keys per (query, row), rows of
+    the query's own label excluded, the ``candidates - 1`` largest kept (a uniform subset)."""
     n = queries.shape[0]
+    code = torch.as_tensor(np.asarray(labels))
+    pool = n - torch.bincount(code)[code]
+    if int(pool.min()) < candidates - 1:
+        raise ValueError(f"a query has only {int(pool.min())} captions of other images/combinations; R-precision "
+                         f"needs {candidates - 1} (lower `candidates`)")
     gen = torch.Generator().manual_seed(seed)
     finite = torch.isfinite(queries).all(dim=1)
-    sims = cosine_similarity_matrix(torch.nan_to_num(queries.double(), nan=0.0, posinf=0.0, neginf=0.0),
-                                    captions.double())
-    code = torch.as_tensor(labels)
-    hits = np.zeros(n)
-    for i in range(n):
-        pool = (code != code[i]).nonzero().flatten()
-        if pool.numel() < candidates - 1:
-            raise ValueError(f"query {i} has {pool.numel()} captions of other images/combinations; R-precision "
-                             f"needs {candidates - 1} (lower `candidates`)")
-        negatives = pool[torch.randperm(pool.numel(), generator=gen)[:candidates - 1]]
-        hits[i] = 100.0 * float(bool(finite[i]) and bool(sims[i, i] > sims[i, negatives].max()))
-    return hits
+    clean = torch.nan_to_num(queries.double(), nan=0.0, posinf=0.0, neginf=0.0)
+    hits = []
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n))
+        sims = cosine_similarity_matrix(clean[rows], captions.double())
+        keys = torch.rand(len(rows), n, generator=gen, dtype=torch.float64)
+        keys[code[rows][:, None] == code[None, :]] = -1.0
+        negatives = keys.topk(candidates - 1, dim=1).indices
+        own = sims[torch.arange(len(rows)), rows]
+        hits.append(finite[rows] & (own > sims.gather(1, negatives).max(dim=1).values))
+    return 100.0 * torch.cat(hits).double().numpy()
 
 
 def _judged(judge, images: torch.Tensor, truth: Sequence[Mapping[str, str]],

@@ -132,7 +132,7 @@ def load_inputs(params: Params) -> Inputs:
         captions[name] = {"own": ev.CaptionSet.own(split)}
         if split.attributes is not None:
             captions[name]["training"] = caption_set(split, train.encoder, params.captions_per_image, seed=params.seed)
-            captions[name]["partial"] = caption_set(split, train.encoder, 1, partial=True, seed=params.seed)
+            captions[name]["training partial"] = caption_set(split, train.encoder, 1, partial=True, seed=params.seed)
     if train.attributes is not None:
         from invcap.data.embedded import ATTRIBUTES
         from invcap.judge import JudgeConfig, load_or_train_judge
@@ -237,7 +237,7 @@ def score_model(model, inputs: Inputs, params: Params) -> dict[str, ev.Outcomes]
         out.update({f"{name}/{k}": v for k, v in ev.captioning(model, split).items()})
         out.update({f"{name}/{k}": v for k, v in ev.inverse_retrieval(model, split, params.seed).items()})
         for wording, captions in inputs.captions[name].items():
-            if wording == "partial":
+            if "partial" in wording:
                 scores = ev.partial_variation(model, captions, split, inputs.decode, inputs.judge, params.samples,
                                               params.seed)
             elif wording == "own" and split.attributes is not None:
@@ -486,44 +486,46 @@ def plot_ablation(results: Mapping):
     return fig
 
 
-def _grid_captions(inputs: Inputs, per_split: int = 2):
-    """(text, embedding, real image or None, attributes or None, column title) for the grid."""
-    encoder = inputs.train.encoder
+def grid_picks(inputs: Inputs, wordings: tuple[str, ...] = ("training",), per_split: int = 1,
+               typed: bool = True) -> list[tuple]:
+    """Grid columns: (text, embedding, real image or None, attributes or None, title): the typed
+    captions (data with attributes), then ``per_split`` images of every split per wording (the
+    split's own captions without attributes)."""
     picks = []
-    if inputs.attributes is not None:
+    if typed and inputs.attributes is not None:
         texts = [t for t, _, _ in TYPED_CAPTIONS]
-        for (text, attrs, style), emb in zip(TYPED_CAPTIONS, encoder.encode(texts, progress=False)):
+        for (text, attrs, style), emb in zip(TYPED_CAPTIONS, inputs.train.encoder.encode(texts, progress=False)):
             picks.append((text, emb, None, attrs, style))
     for name, split in inputs.splits.items():
-        captions = inputs.captions[name].get("training") or inputs.captions[name]["own"]
-        images = captions.image.tolist()
-        for j in [images.index(i) for i in dict.fromkeys(images)][:per_split if inputs.attributes else 6]:
-            i = images[j]
-            text = captions.texts[j] or (inputs.splits[name].attributes and "") or f"caption of image {i}"
-            picks.append((text, captions.embeddings[j], split.images[i],
-                          None if split.attributes is None else split.attributes[i], name))
+        for wording in (wordings if split.attributes is not None else ("own",)):
+            captions = inputs.captions[name][wording]
+            first = list(dict.fromkeys(captions.image.tolist()))[:per_split if split.attributes is not None else 6]
+            for i in first:
+                j = captions.image.tolist().index(i)
+                text = captions.texts[j] or f"caption {j} of image {i}"
+                picks.append((text, captions.embeddings[j], split.images[i],
+                              None if split.attributes is None else split.attributes[i], f"{name}, {wording}"))
     return picks
 
 
-def plot_grid(inputs: Inputs, models: Mapping[str, Any], names: list[str]):
-    """Captions typed by hand and validation captions (columns) -> the image each model generates
-    (rows); the first row shows the real image a validation caption was drawn for. Frames: the
-    judge says every attribute right (green) or not (red)."""
+def plot_grid(picks: list[tuple], models: Mapping[str, Any], names: list[str], decode, judge=None):
+    """Captions (columns: ``grid_picks``) -> the image each model generates (rows); the first row
+    shows the real image a caption was drawn for. Frames: the judge reads every attribute of the
+    caption's image right (green) or not (red)."""
     import textwrap
 
     import matplotlib.pyplot as plt
 
-    picks = _grid_captions(inputs)
     names = [n for n in names if n in models]
-    fig, axes = plt.subplots(len(names) + 1, len(picks), figsize=(1.35 * len(picks) + 1.4, 1.35 * len(names) + 2.4),
+    fig, axes = plt.subplots(len(names) + 1, len(picks), figsize=(1.3 * len(picks) + 1.4, 1.3 * len(names) + 2.6),
                              squeeze=False)
     embeddings = torch.stack([p[1] for p in picks])
     for r, name in enumerate([None] + names):
-        images = None if name is None else ev.decode_all(models[name], embeddings, inputs.decode)[:, 0].clamp(0, 1)
+        images = None if name is None else ev.decode_all(models[name], embeddings, decode)[:, 0].clamp(0, 1)
         verdict = None
-        if images is not None and inputs.judge is not None:
-            verdict = [p is not None and all(p[a] == pick[3][a] for a in pick[3])
-                       for p, pick in zip(inputs.judge.predict(images), picks)]
+        if images is not None and judge is not None:
+            verdict = [p is not None and pick[3] is not None and all(p[a] == pick[3][a] for a in pick[3])
+                       for p, pick in zip(judge.predict(images), picks)]
         for c, pick in enumerate(picks):
             ax = axes[r, c]
             ax.set_xticks([])
@@ -533,7 +535,7 @@ def plot_grid(inputs: Inputs, models: Mapping[str, Any], names: list[str]):
                 ax.imshow(image.float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
             else:
                 ax.set_facecolor("0.92")
-                ax.text(0.5, 0.5, "typed:\nno real image", ha="center", va="center", fontsize=6)
+                ax.text(0.5, 0.5, "typed by hand:\nno real image", ha="center", va="center", fontsize=5.5)
             if verdict is not None:
                 for spine in ax.spines.values():
                     spine.set_edgecolor("tab:green" if verdict[c] else "tab:red")
@@ -542,34 +544,35 @@ def plot_grid(inputs: Inputs, models: Mapping[str, Any], names: list[str]):
                 ax.set_title(f"[{pick[4]}]\n" + "\n".join(textwrap.wrap(pick[0], 20)), fontsize=5.5)
             if c == 0:
                 ax.set_ylabel("real image" if name is None else _label(name), fontsize=6)
-    fig.suptitle("caption -> image (frame: judge reads every attribute right = green, else red)", fontsize=8)
+    fig.suptitle("caption -> image (frame: the judge reads every attribute right = green, else red)", fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def plot_partial(results: Mapping):
-    """Partial captions: per omitted attribute, how much the samples for one caption vary in it
-    (0 = always the same value, 100 = as many values as the samples can show), per model."""
+def plot_partial(results: Mapping, prefix: str = f"{SEEN}/training partial"):
+    """Partial captions (keys ``prefix/...``): per omitted attribute, how much the samples for one
+    caption vary in it (0 = always the same value, 100 = as many values as the samples can show),
+    per model; and how often every stated attribute is right."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     rows = results["rows"]
-    names = [n for n in _models(results) if any(k.startswith(f"{SEEN}/partial/varies_") for k in rows[n])]
+    names = [n for n in rows if any(k.startswith(f"{prefix}/varies_") for k in rows[n])]
     if not names:
         raise ValueError("no partial-caption scores in these results (a dataset without attributes)")
-    attributes = sorted({k.rsplit("_", 1)[1] for n in names for k in rows[n] if "/partial/varies_" in k})
+    attributes = sorted({k.rsplit("_", 1)[1] for n in names for k in rows[n] if k.startswith(f"{prefix}/varies_")})
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         x = np.arange(len(attributes)) + (i - (len(names) - 1) / 2) * width
-        _bars(left, x, width, [rows[name].get(f"{SEEN}/partial/varies_{a}") for a in attributes], f"C{i}", name,
+        _bars(left, x, width, [rows[name].get(f"{prefix}/varies_{a}") for a in attributes], f"C{i}", name,
               value_labels=False)
     left.set_xticks(np.arange(len(attributes)))
     left.set_xticklabels([f"{a} omitted" for a in attributes])
     left.set_ylabel("variation among samples (%)")
     left.set_ylim(0, 100)
-    left.set_title("does a partial caption's image vary in what it leaves out? (val)", fontsize=9)
-    _bars(right, np.arange(len(names)), 0.6, [rows[n].get(f"{SEEN}/partial/stated_correct") for n in names],
+    left.set_title(f"does a partial caption's image vary in what it leaves out? ({prefix})", fontsize=9)
+    _bars(right, np.arange(len(names)), 0.6, [rows[n].get(f"{prefix}/stated_correct") for n in names],
           "tab:green", "stated attributes right")
     right.set_xticks(np.arange(len(names)))
     right.set_xticklabels([_label(n) for n in names], fontsize=6)

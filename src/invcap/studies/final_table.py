@@ -1,0 +1,581 @@
+"""The final table (``make paper``, after the notebooks): ``python -m invcap.studies.final_table``.
+
+Everything chosen before the test splits are read, on validation splits only:
+- the method: notebook 05's selection (``results/closing_the_gap.json``);
+- its training length: each of ``Config.step_grid`` is trained (seed 0) and scored on
+  ``compositional_val``; the fewest steps within ``step_tolerance`` points of the best unseen
+  all-correct rate win (less compute for a difference inside the noise);
+- the two-networks baseline's MLP: hidden layers x learning rate, by the same rule's unseen rate
+  for the generator, by validation R@1 for the captioner.
+Then every method of the registry and every baseline is trained with ``Config.seeds`` at the
+chosen length (the ``paper`` row with notebook 03's configuration, its own seed loaded from its
+checkpoint), the chosen method also on the second numeric path (``PORTABLE_ENV``), and
+``score_test`` reads the test splits ONCE: both wordings, partial captions, the decoder ceiling,
+95 % intervals that resample attribute combinations and training seeds. Trainings run in worker
+processes (``Config.workers``, one thread each); their networks land in the caches, which this
+process then loads. Results: ``results/final_table.json``; figures ``05_final_table.png``,
+``05_typed_captions.png``, ``05_training_stability.png``; the generator bundle for
+``python -m invcap generate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from invcap import baselines as bl
+from invcap import evaluation as ev
+from invcap.io import read_json, results_dir, write_json_atomic
+from invcap.methods import FORWARD_ONLY, METHODS, Contrastive, divergence, method, method_key, parameter_count, train_method
+from invcap.repro import Stopwatch, run_record, seed_everything
+from invcap.studies import nb05_closing_the_inversion_gap as nb05
+
+__all__ = ["Config", "PORTABLE_ENV", "choose_steps", "tune_mlp", "final_jobs", "run_jobs", "load_models",
+           "score_test", "goals", "run", "README_BLOCKS", "KEY_NUMBERS", "RESULTS"]
+
+RESULTS = "final_table.json"
+# The second numeric path (issue 11) on an AVX2 machine: generic kernels, SSE4.2 MKL, one thread.
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "INVCAP_THREADS": "1"}
+ONE_THREAD = {"INVCAP_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+TEST_SPLITS = {"embedded": ("test", "compositional_test"), "flickr30k": ("test",)}
+WORDINGS = ("training", "heldout")
+
+
+@dataclass(frozen=True)
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    step_grid: tuple[int, ...] = (1000, 2000, 3000)
+    step_tolerance: float = 1.0
+    mlp_layers: tuple[int, ...] = (1, 2)
+    mlp_lrs: tuple[float, ...] = (1e-3, 3e-3)
+    methods: tuple[str, ...] = tuple(METHODS)
+    captions_per_image: int = 5
+    samples: int = 8
+    candidates: int = 100
+    workers: int = max(1, min(2, os.cpu_count() or 1))
+    portable: bool = True
+
+
+# --- training jobs, run in worker processes ------------------------------------------------------
+
+def _job_key(job: Mapping[str, Any]) -> str:
+    return json.dumps(job, sort_keys=True)
+
+
+def _train_one(job: Mapping[str, Any], train, progress: bool = False):
+    """Train (or load from the cache) what ``job`` names; the same call in a worker and here."""
+    if job["kind"] == "method":
+        spec = method(job["name"])
+        overrides = dict(job["overrides"])
+        checkpoint: Any = True
+        if job.get("portable"):
+            from invcap.cache import cached_path
+
+            key = method_key(spec, spec.config(**overrides), train.latents, train.caption_embeddings)
+            checkpoint = cached_path("methods-portable", spec.name, key)
+        return train_method(spec, train.latents, train.caption_embeddings, checkpoint=checkpoint, progress=progress,
+                            **overrides)
+    config = bl.MLPConfig(**job["config"])
+    if job["kind"] == "mlp-generator":
+        return bl.train_mlp(train.caption_embeddings, train.latents, config, name="mlp-generator")[0]
+    return bl.train_mlp(train.latents, train.caption_embeddings, config, name="mlp-captioner")[0]
+
+
+def _worker(job_file: Path) -> int:
+    """Train every job of ``job_file`` (JSON: data args and jobs); record failures beside it."""
+    from invcap.features import load_features
+
+    spec = json.loads(job_file.read_text())
+    seed_everything(0)
+    train = load_features("train", device="cpu", progress=False, **spec["data"])
+    errors = {}
+    for job in spec["jobs"]:
+        try:
+            _train_one(job, train)
+        except ValueError as error:   # a non-finite loss: reported, the other jobs go on
+            errors[_job_key(job)] = str(error)
+    job_file.with_suffix(".errors.json").write_text(json.dumps(errors))
+    return 0
+
+
+def _cost(job: Mapping[str, Any]) -> float:
+    if job["kind"] != "method":
+        return 0.25 * job["config"]["steps"]
+    spec = method(job["name"])
+    depth = spec.captioning.get("depth", job["overrides"].get("depth", 6))
+    inverses = sum(t.latent is not None for t in spec.terms) or 0.4   # inverse passes dominate a step
+    return job["overrides"]["steps"] * depth * (1 + inverses) * (1.5 if job.get("portable") else 1.0)
+
+
+def run_jobs(jobs: Sequence[Mapping[str, Any]], data: Mapping[str, Any], workers: int) -> dict[str, str]:
+    """Train ``jobs`` in ``workers`` processes of one thread each (portable jobs in their own
+    process with ``PORTABLE_ENV``), balanced by estimated cost. Returns job key -> error."""
+    jobs = [dict(j) for j in jobs]
+    if not jobs:
+        return {}
+    bins: list[list[dict]] = [[] for _ in range(max(1, workers))]
+    portable = [j for j in jobs if j.get("portable")]
+    for job in sorted((j for j in jobs if not j.get("portable")), key=_cost, reverse=True):
+        min(bins, key=lambda b: sum(map(_cost, b)))[0:0] = [job]
+    groups = [(b, ONE_THREAD) for b in bins if b] + ([(portable, {**ONE_THREAD, **PORTABLE_ENV})] if portable else [])
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="final-table-") as folder:
+        files = []
+        for i, (group, env) in enumerate(groups):
+            path = Path(folder) / f"jobs-{i}.json"
+            path.write_text(json.dumps({"data": dict(data), "jobs": group}))
+            files.append((path, env))
+        running: list[tuple[subprocess.Popen, Path]] = []
+        pending = list(files)
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                path, env = pending.pop(0)
+                running.append((subprocess.Popen([sys.executable, "-m", "invcap.studies.final_table", "worker",
+                                                  str(path)], env={**os.environ, **env}), path))
+            time.sleep(0.5)
+            for process, path in [r for r in running if r[0].poll() is not None]:
+                running.remove((process, path))
+                if process.returncode != 0:
+                    for other, _ in running:
+                        other.kill()
+                    raise RuntimeError(f"a training worker failed (exit {process.returncode}) on {path.name}")
+                errors.update(json.loads(path.with_suffix(".errors.json").read_text()))
+    return errors
+
+
+# --- choices on validation -------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    params: Any                     # notebook 05's Params (data, lr, device, ...)
+    chosen: str                     # the method notebook 05 chose on validation
+    val: Any                        # notebook 05's validation Inputs
+    data: dict[str, Any] = field(default_factory=dict)
+    paper: Any = None               # notebook 03's model and its record, or None
+
+
+def load_setup() -> Setup:
+    results = nb05.load_results()
+    params = nb05.Params(**results["params"])
+    seed_everything(params.seed)
+    return Setup(params, results["selection"]["method"], nb05.load_inputs(params),
+                 {k: v for k, v in params.data_args().items() if k != "seed"}, nb05.paper_model(params.device))
+
+
+def _unseen_key(setup: Setup) -> tuple[str, str]:
+    if setup.val.judge is None:
+        return "val/own/r_precision", "val/inv_t2i_R@1"
+    return f"{nb05.UNSEEN}/training/all_correct", f"{nb05.SEEN}/training/all_correct"
+
+
+def _val_generation(model, setup: Setup) -> dict[str, float]:
+    """Generation on the validation captions (no partial captions): metric -> value."""
+    inputs, out = setup.val, {}
+    for name, split in inputs.splits.items():
+        wording = "training" if "training" in inputs.captions[name] else "own"
+        scores = ev.generation(model, inputs.captions[name][wording], split, inputs.decode, inputs.read, inputs.judge,
+                               setup.params.candidates, setup.params.seed, pixel_scores=False)
+        out.update({f"{name}/{wording}/{k}": v.mean for k, v in scores.items()})
+    return out
+
+
+def _method_job(name: str, setup: Setup, steps: int, seed: int, portable: bool = False) -> dict[str, Any]:
+    return {"kind": "method", "name": name, "portable": portable,
+            "overrides": {"steps": steps, "lr": setup.params.lr, "seed": seed, "device": setup.params.device}}
+
+
+def choose_steps(config: Config, setup: Setup) -> dict[str, Any]:
+    """Train the chosen method (seed 0) at every length of ``config.step_grid``; the fewest steps
+    whose validation unseen rate is within ``config.step_tolerance`` points of the best."""
+    jobs = [_method_job(setup.chosen, setup, steps, 0) for steps in config.step_grid]
+    errors = run_jobs(jobs, setup.data, config.workers)
+    unseen, _ = _unseen_key(setup)
+    rates = {}
+    for steps, job in zip(config.step_grid, jobs):
+        rates[steps] = math.nan if _job_key(job) in errors else _val_generation(_train_one(job, setup.val.train),
+                                                                                 setup)[unseen]
+    finite = {s: r for s, r in rates.items() if math.isfinite(r)}
+    if not finite:
+        raise ValueError(f"{setup.chosen} diverged at every length of {config.step_grid}: {errors}")
+    best = max(finite.values())
+    steps = min(s for s, r in finite.items() if r >= best - config.step_tolerance)
+    return {"steps": steps, "val_unseen": {str(s): r for s, r in rates.items()}, "metric": unseen,
+            "rule": f"fewest steps within {config.step_tolerance} points of the best {unseen}"}
+
+
+def tune_mlp(config: Config, setup: Setup, steps: int, params_count: int) -> dict[str, Any]:
+    """The two-networks baseline's MLPs, tuned on validation: the generator (hidden layers x lr)
+    by the unseen rate (ties: the seen rate), the captioner (same grid) by validation R@1."""
+    contrastive = method(setup.chosen).term(Contrastive)
+    grid = [(layers, lr) for layers in config.mlp_layers for lr in config.mlp_lrs]
+    base = dict(params=params_count, steps=steps, seed=0)
+    gens = {g: {"kind": "mlp-generator", "config": {**base, "hidden_layers": g[0], "lr": g[1]}} for g in grid}
+    caps = {g: {"kind": "mlp-captioner", "config": {**base, "hidden_layers": g[0], "lr": g[1],
+                                                     "contrastive_weight": contrastive.weight if contrastive else 0.0,
+                                                     "temperature": contrastive.temperature if contrastive else 0.05}}
+            for g in grid}
+    run_jobs(list(gens.values()) + list(caps.values()), setup.data, config.workers)
+    unseen, seen = _unseen_key(setup)
+    train = setup.val.train
+    scores, r1 = {}, {}
+    for g in grid:
+        generator, captioner = _train_one(gens[g], train), _train_one(caps[g], train)
+        rates = _val_generation(bl.TwoNetworks(generator, captioner), setup)
+        scores[g] = (rates[unseen], rates.get(seen, math.nan))
+        r1[g] = ev.captioning(bl.TwoNetworks(generator, captioner), setup.val.splits["val"])["i2t_R@1"].mean
+    best_gen, best_cap = max(grid, key=lambda g: scores[g]), max(grid, key=lambda g: r1[g])
+    return {"generator": gens[best_gen]["config"], "captioner": caps[best_cap]["config"],
+            "val": [{"hidden_layers": g[0], "lr": g[1], "unseen": scores[g][0], "seen": scores[g][1], "r1": r1[g]}
+                    for g in grid], "rule": f"generator: highest {unseen} (ties: {seen}); captioner: highest val R@1"}
+
+
+# --- the final runs ----------------------------------------------------------------------------
+
+def final_jobs(config: Config, setup: Setup, steps: int, mlp: Mapping[str, Any]) -> dict[str, list[dict]]:
+    """row name -> one training job per seed."""
+    rows: dict[str, list[dict]] = {}
+    for name in config.methods:
+        if name == "paper" and setup.paper is not None:
+            model, record = setup.paper
+            fixed = {k: v for k, v in record["config"].items() if k not in ("device", "seed")}
+            own = record["config"]["seed"]
+            others = [s for s in config.seeds if s != own][:len(config.seeds) - 1]
+            rows["paper (notebook 03)"] = [{"kind": "notebook03"}] + [
+                {"kind": "method", "name": "paper", "overrides": {**fixed, "seed": s, "device": setup.params.device}}
+                for s in others]
+            continue
+        rows[name] = [_method_job(name, setup, steps, seed) for seed in config.seeds]
+    if config.portable:
+        rows[f"{setup.chosen} (portable path)"] = [_method_job(setup.chosen, setup, steps, s, True) for s in config.seeds]
+    rows["two networks"] = [{"kind": "two networks", "generator": {**mlp["generator"], "seed": s},
+                             "captioner": {**mlp["captioner"], "seed": s}} for s in config.seeds]
+    rows["least squares"] = [{"kind": "least squares"}]
+    rows["nearest neighbour"] = [{"kind": "nearest neighbour"}]
+    return rows
+
+
+def _trainable(job: Mapping[str, Any]) -> list[dict]:
+    if job["kind"] == "method":
+        return [dict(job)]
+    if job["kind"] == "two networks":
+        return [{"kind": "mlp-generator", "config": job["generator"]}, {"kind": "mlp-captioner", "config": job["captioner"]}]
+    return []
+
+
+def load_models(rows: Mapping[str, list[dict]], setup: Setup, errors: Mapping[str, str]) -> dict[str, list[dict]]:
+    """row -> per seed {"model" or "error", "divergence"} (every network from the caches)."""
+    train = setup.val.train
+    out: dict[str, list[dict]] = {}
+    for name, jobs in rows.items():
+        out[name] = []
+        for job in jobs:
+            failed = [errors[_job_key(j)] for j in _trainable(job) if _job_key(j) in errors]
+            entry: dict[str, Any] = {"job": job}
+            try:
+                if failed:
+                    raise ValueError(failed[0])
+                if job["kind"] == "notebook03":
+                    entry["model"] = setup.paper[0]
+                elif job["kind"] == "method":
+                    entry["model"] = _train_one(job, train)
+                elif job["kind"] == "two networks":
+                    generator, captioner = (_train_one(j, train) for j in _trainable(job))
+                    entry["model"] = bl.TwoNetworks(generator, captioner)
+                elif job["kind"] == "least squares":
+                    entry["model"] = bl.LeastSquaresModel.fit(train.latents, train.caption_embeddings)
+                else:
+                    entry["model"] = bl.NearestNeighbour.fit(train.latents, train.caption_embeddings)
+                history = getattr(entry["model"], "history", None)
+                entry["divergence"] = divergence(history) if history else {"diverged": False}
+            except Exception as error:   # a diverged run or a failed baseline: reported, the study goes on
+                entry.update(error=f"{type(error).__name__}: {error}", divergence={"diverged": True})
+            out[name].append(entry)
+    return out
+
+
+# --- the test splits, read once ----------------------------------------------------------------
+
+def load_test_inputs(config: Config, setup: Setup) -> nb05.Inputs:
+    """The test splits with fresh captions in both wordings, full and partial (embedded data), or
+    their own captions (data without attributes); train, judge and captioner as on validation."""
+    from invcap.features import load_features
+
+    val, params = setup.val, setup.params
+    splits, captions = {}, {}
+    for name in TEST_SPLITS[params.dataset]:
+        split = ev.Split.from_features(load_features(name, device=params.device, progress=False, **params.data_args()))
+        splits[name], captions[name] = split, {"own": ev.CaptionSet.own(split)}
+        if split.attributes is not None:
+            for wording in WORDINGS:
+                captions[name][wording] = nb05.caption_set(split, val.train.encoder, config.captions_per_image,
+                                                           wording, seed=params.seed)
+                captions[name][f"{wording} partial"] = nb05.caption_set(split, val.train.encoder, 1, wording, True,
+                                                                        seed=params.seed)
+    return replace(val, splits=splits, captions=captions)
+
+
+def score_test(models: Mapping[str, list[dict]], inputs: nb05.Inputs, config: Config, params) -> dict[str, Any]:
+    """Every row's test metrics, pooled over its seeds (``evaluation.summarize``), and per run its
+    divergence and whether its rates collapsed against the row's other seeds."""
+    scoring = replace(params, samples=config.samples, candidates=config.candidates)
+    rows, runs = {}, {}
+    for name, entries in models.items():
+        scored = [nb05.score_model(e["model"], inputs, scoring) for e in entries if "model" in e]
+        keys = set.intersection(*(set(s) for s in scored)) if scored else set()
+        rows[name] = {k: ev.summarize([s[k] for s in scored], seed=params.seed) for k in sorted(keys)}
+        runs[name] = [{"job": e["job"], "error": e.get("error"), "divergence": e["divergence"]} for e in entries]
+        key = next((k for k in (f"compositional_test/training/all_correct", "test/own/r_precision") if k in keys), None)
+        if key is not None:
+            values = rows[name][key]["per_seed"]
+            for run, value in zip([r for r in runs[name] if not r["error"]], values):
+                run["collapsed"] = ev.collapsed(value, values)
+    ceiling = {} if inputs.judge is None else {
+        n: {k: ev.summarize([v]) for k, v in ev.decoder_ceiling(inputs.judge, inputs.decode, s).items()}
+        for n, s in inputs.splits.items()}
+    return {"rows": rows, "runs": runs, "ceiling": ceiling}
+
+
+def goals(scores: Mapping[str, Any], chosen: str, paper_row: str) -> list[dict[str, Any]]:
+    """Issue 13's goals on the test splits, for the method chosen on validation."""
+    rows, out = scores["rows"], []
+    row = rows.get(chosen, {})
+    for (wording, kind), threshold in nb05.GOALS.items():
+        split = "test" if kind == "seen" else "compositional_test"
+        entry = row.get(f"{split}/{wording}/all_correct")
+        if entry is not None:
+            out.append({"goal": f"{wording} wording, {kind} combinations: all-correct >= {threshold:.0f}%",
+                        "threshold": threshold, **{k: entry[k] for k in ("value", "lo", "hi")},
+                        "met": entry["value"] >= threshold, "margin": entry["value"] - threshold})
+    mine, paper = row.get("test/i2t_R@1"), rows.get(paper_row, {}).get("test/i2t_R@1")
+    if mine and paper:
+        out.append({"goal": f"captioning R@1 through f >= the {paper_row} row's ({paper['value']:.1f})",
+                    "threshold": paper["value"], **{k: mine[k] for k in ("value", "lo", "hi")},
+                    "met": mine["value"] >= paper["value"], "margin": mine["value"] - paper["value"]})
+    unstable = [f"{name} seed {r['job'].get('overrides', {}).get('seed')}"
+                for name in (chosen, f"{chosen} (portable path)") for r in scores["runs"].get(name, [])
+                if r["divergence"].get("diverged") or r.get("collapsed")]
+    runs = len(scores["runs"].get(chosen, [])) + len(scores["runs"].get(f"{chosen} (portable path)", []))
+    out.append({"goal": "the chosen method trains without divergence on every seed, both numeric paths",
+                "threshold": 0, "value": len(unstable), "met": not unstable and runs > 0, "margin": -len(unstable),
+                "detail": unstable or f"{runs} runs, none diverged or collapsed"})
+    return out
+
+
+# --- the whole study -------------------------------------------------------------------------
+
+def run(config: Config = Config()) -> dict[str, Any]:
+    """Choices on validation, the final runs, the test splits scored once; writes the results,
+    the figures and the generator bundle. Returns the results."""
+    from invcap.generator import autoencoder_parts, default_generator_path, save_generator
+    from invcap.studies.common import show
+
+    watch = Stopwatch()
+    with watch("setup"):
+        setup = load_setup()
+    with watch("steps on validation"):
+        steps = choose_steps(config, setup)
+    with watch("two-networks MLPs on validation"):
+        reference = _train_one(_method_job(setup.chosen, setup, steps["steps"], 0), setup.val.train)
+        mlp = tune_mlp(config, setup, steps["steps"], parameter_count(reference.net))
+    rows = final_jobs(config, setup, steps["steps"], mlp)
+    with watch("final trainings"):
+        errors = run_jobs([j for jobs in rows.values() for job in jobs for j in _trainable(job)], setup.data,
+                          config.workers)
+        models = load_models(rows, setup, errors)
+    with watch("test splits (read once)"):
+        inputs = load_test_inputs(config, setup)
+        scores = score_test(models, inputs, config, setup.params)
+    paper_row = "paper (notebook 03)" if "paper (notebook 03)" in rows else "paper"
+    results = {"run": None, "config": asdict(config), "chosen": {"method": setup.chosen, "by": "notebook 05 on "
+                                                                  "validation (results/closing_the_gap.json)"},
+               "steps": steps, "mlp": mlp, "paper_row": paper_row,
+               "paper_source": None if setup.paper is None else setup.paper[1],
+               "generator": {"method": setup.chosen, "steps": steps["steps"], "lr": setup.params.lr, "seed": 0},
+               "mlp_parameters": parameter_count(reference.net), "chance_all_correct": None if inputs.attributes is None
+               else ev.chance_all_correct(inputs.attributes), **scores}
+    results["goals"] = goals(scores, setup.chosen, paper_row)
+    chosen = models[setup.chosen][0]
+    if "model" in chosen:
+        save_generator(default_generator_path(), chosen["model"], *autoencoder_parts(setup.val.train),
+                       info=results["generator"])
+    with watch("figures"):
+        show(plot_final(results), "05_final_table.png")
+        names = [setup.chosen, "two networks", "least squares", "nearest neighbour", paper_row]
+        first = {n: e[0]["model"] for n, e in models.items() if e and "model" in e[0]}
+        show(nb05.plot_grid(nb05.grid_picks(inputs, WORDINGS), first, names, inputs.decode, inputs.judge),
+             "05_typed_captions.png")
+        show(plot_stability(models, setup.chosen), "05_training_stability.png")
+        if inputs.attributes is not None:
+            show(nb05.plot_partial(results, "test/training partial"), "05_partial_captions.png")
+    results["run"] = run_record(asdict(config), 0, setup.params.device, data=setup.val.data_key, timings=watch.seconds)
+    write_json_atomic(results_dir() / RESULTS, results)
+    return results
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def _diverged(runs: Sequence[Mapping]) -> bool:
+    return any(r["divergence"].get("diverged") or r.get("collapsed") for r in runs)
+
+
+def plot_final(results: Mapping):
+    """All-attributes-correct rate on the test splits per row, both wordings (no attributes:
+    R-precision), and R@1 through f and f^-1: bars with 95 % intervals over combinations and
+    seeds, every seed a dot; a row with a diverged or collapsed seed shows its dots only. Goals
+    and the decoder ceiling are dashed lines."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows, runs = results["rows"], results["runs"]
+    names = list(rows)
+    if results["ceiling"]:
+        panels = [(f"{s}/{w}/all_correct", f"{w} wording, {k} (%)", nb05.GOALS[(w, k)], s)
+                  for w in WORDINGS for s, k in (("test", "seen"), ("compositional_test", "unseen"))]
+    else:
+        panels = [("test/own/r_precision", "R-precision (%)", None, None)]
+    panels += [("test/i2t_R@1", "image -> text R@1 through f (%)", None, None),
+               ("test/inv_i2t_R@1", "image -> text R@1 through f⁻¹ (%)", None, None)]
+    cols = 3 if len(panels) > 3 else len(panels)
+    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(5.2 * cols, 4.6 * math.ceil(len(panels) / cols)),
+                             squeeze=False)
+    x = np.arange(len(names))
+    for ax, (key, label, goal, split) in zip(axes.flat, panels):
+        for i, name in enumerate(names):
+            entry = rows[name].get(key)
+            if entry is None:
+                continue
+            if not _diverged(runs[name]):
+                ax.bar(i, entry["value"], 0.65, color="tab:blue", alpha=0.35,
+                       yerr=[[entry["value"] - entry["lo"]], [entry["hi"] - entry["value"]]], capsize=2)
+            ax.scatter([i] * len(entry["per_seed"]), entry["per_seed"], color="tab:blue", s=10, zorder=3)
+            ax.text(i, min(entry["hi"], 100) + 1.5, f"{entry['value']:.1f}", ha="center", fontsize=5.5, rotation=90)
+        if goal is not None:
+            ax.axhline(goal, color="tab:red", ls="--", lw=0.9, label=f"goal {goal:.0f}")
+        if split is not None and split in results["ceiling"]:
+            ax.axhline(results["ceiling"][split]["all_correct"]["value"], color="k", ls=":", lw=0.9,
+                       label="decoder ceiling")
+        ax.set_ylim(0, 112)
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels([nb05._label(n) for n in names], fontsize=5.5)
+        if goal is not None or split is not None:
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("final table on the test splits (bars: mean over seeds with 95% interval over attribute "
+                 "combinations and seeds; dots: seeds; no bar: a seed diverged)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stability(models: Mapping[str, list[dict]], chosen: str):
+    """Training loss per step (50-step running mean, log scale) of every seed of every method, the
+    chosen method's on both numeric paths in colour, diverged runs marked."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for name, entries in models.items():
+        for entry in entries:
+            history = getattr(entry.get("model"), "history", None) or {}
+            loss = torch.tensor(history.get("loss", []), dtype=torch.float64)
+            if loss.numel() < 60:
+                continue
+            smooth = torch.nn.functional.avg_pool1d(loss[None, None], 50, stride=1)[0, 0]
+            seed = entry["job"].get("overrides", {}).get("seed")
+            mine = name in (chosen, f"{chosen} (portable path)")
+            style = {"lw": 1.2, "label": f"{name}, seed {seed}"} if mine else {"lw": 0.6, "color": "0.7"}
+            if entry["divergence"].get("diverged"):
+                style = {"lw": 1.2, "color": "tab:red", "ls": "--", "label": f"{name}, seed {seed}: diverged"}
+            ax.plot(range(50, 50 + len(smooth)), smooth, **style)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss (50-step mean)")
+    ax.set_title("training stability: the chosen method per seed and numeric path (grey: every other run)", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# --- README, key numbers, command line ---------------------------------------------------------
+
+def _cell(row: Mapping, key: str) -> str:
+    e = row.get(key)
+    return "–" if e is None else f"{e['value']:.1f} [{e['lo']:.1f}, {e['hi']:.1f}]"
+
+
+def render_table(results_folder: Path) -> str:
+    path = results_folder / RESULTS
+    if not path.is_file():
+        return "_the final table has not run yet (`python -m invcap.studies.final_table`)_"
+    r = read_json(path)
+    keys = ([(f"{w}, {k}", f"{s}/{w}/all_correct") for w in WORDINGS for s, k in
+             (("test", "seen"), ("compositional_test", "unseen"))] if r["ceiling"] else
+            [("R-precision", "test/own/r_precision")])
+    keys += [("R@1 via f", "test/i2t_R@1"), ("R@1 via f⁻¹", "test/inv_i2t_R@1")]
+    lines = ["| row | runs | " + " | ".join(k for k, _ in keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for name, row in r["rows"].items():
+        bad = sum(1 for run in r["runs"][name] if run["divergence"].get("diverged") or run.get("collapsed"))
+        runs = f"{len(r['runs'][name])}" + (f" ({bad} diverged)" if bad else "")
+        bold = "**" if name == r["chosen"]["method"] else ""
+        lines.append(f"| {bold}{name}{bold} | {runs} | " + " | ".join(_cell(row, k) for _, k in keys) + " |")
+    ceiling = "; ".join(f"{n} {_cell(c, 'all_correct')}" for n, c in r["ceiling"].items())
+    goal_lines = [f"- {g['goal']}: **{'met' if g['met'] else 'missed'}**" +
+                  (f" ({g['value']:.1f} [{g['lo']:.1f}, {g['hi']:.1f}], {g['margin']:+.1f} points)" if "lo" in g
+                   else f" ({g['detail']})") for g in r["goals"]]
+    steps = r["steps"]
+    return "\n".join(lines + ["", f"Decoder ceiling (judge on reconstructions of the real test images, % all-correct): "
+                              f"{ceiling or '–'}.", "",
+                              f"Chosen on validation: `{r['chosen']['method']}` (notebook 05), {steps['steps']} steps "
+                              f"({steps['rule']}; validation unseen rate by steps: " +
+                              ", ".join(f"{s}: {v:.1f}" for s, v in steps["val_unseen"].items()) + ").", ""]
+                 + goal_lines)
+
+
+README_BLOCKS = {"final-table": render_table}
+
+
+def _goal_value(index: int):
+    return lambda folder: float(read_json(folder / RESULTS)["goals"][index]["value"])
+
+
+KEY_NUMBERS = {"final: chosen method, test seen all-correct, training wording (%)": _goal_value(0),
+               "final: chosen method, test unseen all-correct, training wording (%)": _goal_value(1),
+               "final: chosen method, test seen all-correct, held-out wording (%)": _goal_value(2),
+               "final: chosen method, test unseen all-correct, held-out wording (%)": _goal_value(3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "worker"))
+    parser.add_argument("job_file", nargs="?")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--step-grid", type=int, nargs="+", default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        return _worker(Path(args.job_file))
+    config = Config()
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in
+                 (("seeds", args.seeds), ("step_grid", args.step_grid), ("workers", args.workers)) if v is not None}
+    try:
+        results = run(replace(config, **overrides))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for goal in results["goals"]:
+        print(f"{goal['goal']}: {'met' if goal['met'] else 'missed'} ({goal['value']:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
