@@ -34,9 +34,10 @@ setup: $(STAMP) ## create .venv, install the pinned requirements and invcap (edi
 # Re-runs only when the pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	# --no-compile: byte-compiling every module of torch & co. costs about a minute of set-up; Python
+	# compiles what it imports on first use instead.
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (invcap)" >/dev/null
 	@touch $(STAMP)
 	@echo "setup done: $(VENV) with kernel '$(KERNEL)'"

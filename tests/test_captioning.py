@@ -142,13 +142,28 @@ def test_bad_input_is_named():
 
 def test_least_squares_matches_normal_equations():
     z, y, y_mean = _data(n=300)
-    ols = fit_least_squares(z, y)
+    ols = fit_least_squares(z, y, ridge=0.0)
     x = torch.cat([z.double(), torch.ones(300, 1, dtype=torch.float64)], 1)
     coef = torch.linalg.solve(x.T @ x, x.T @ caption_targets(y).double())
     assert torch.allclose(ols.weight, coef[:-1], atol=1e-8) and torch.allclose(ols.bias, coef[-1], atol=1e-8)
     assert torch.mean((ols(z) - y_mean) ** 2) < 1e-4
-    with pytest.raises(ValueError, match="more samples"):
-        fit_least_squares(z[:5], y[:5])
+    # ridge: the closed form on centred data with lambda = ridge * tr(Zc^T Zc) / d, bias free
+    fit = fit_least_squares(z, y)
+    zc, yc = z.double() - z.double().mean(0), caption_targets(y).double() - caption_targets(y).double().mean(0)
+    lam = 1e-3 * float((zc ** 2).sum()) / z.shape[1]
+    ref = torch.linalg.solve(zc.T @ zc + lam * torch.eye(z.shape[1], dtype=torch.float64), zc.T @ yc)
+    assert fit.penalty == pytest.approx(lam) and torch.allclose(fit.weight, ref, atol=1e-10)
+    assert "ridge" in fit.describe() and torch.mean((fit(z) - y_mean) ** 2) < 1e-4
+
+
+def test_least_squares_never_stops_on_fewer_samples_than_dimensions():
+    # a small Flickr30k folder: 251 images, 384-d latents stopped notebook 03 with plain OLS
+    z, y, _ = _data(n=5)
+    fit = fit_least_squares(z, y)
+    assert fit.weight.shape == (8, 8) and bool(torch.isfinite(fit(z)).all())
+    assert torch.isfinite(fit_least_squares(z, y, ridge=0.0).weight).all()   # minimum-norm solution
+    with pytest.raises(ValueError, match="ridge"):
+        fit_least_squares(z, y, ridge=-1.0)
 
 
 def test_forward_dims_fits_only_the_first_outputs():
@@ -204,3 +219,38 @@ def test_label_mean_predictor():
     assert torch.allclose(out, torch.tensor([[0.0, 3.0], [4.0, 0.0]]))
     with pytest.raises(ValueError, match="never occur"):
         label_mean_predictor(["a", "b", "a"], y, ["c"])
+
+
+def test_checkpoint_key_covers_config_data_and_training_code(tmp_path, monkeypatch):
+    """Editing the training code changes the checkpoint key (a rerun retrains), re-wording a
+    comment does not; so does other data or another config."""
+    import importlib
+    import sys
+
+    from invcap import captioning
+
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
+    config = CaptioningConfig(depth=1, steps=5, device="cpu")
+    z, y, _ = _data(n=16)
+    base = captioning.checkpoint_path("cap", config, (z, y))
+    assert base.parent == tmp_path / "checkpoints" and base.name.startswith("cap-")
+    assert captioning.checkpoint_path("cap", CaptioningConfig(depth=1, steps=5, device="cuda"), (z, y)) == base
+    assert captioning.checkpoint_path("cap", CaptioningConfig(depth=2, steps=5, device="cpu"), (z, y)) != base
+    assert captioning.checkpoint_path("cap", config, (z + 1e-7, y)) != base
+
+    source = tmp_path / "fake_training_step.py"
+    source.write_text("def step(x):\n    return x * 2  # doubled\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("fake_training_step")
+    monkeypatch.setattr(captioning, "TRAINING_CODE", captioning.TRAINING_CODE + (module,))
+    with_module = captioning.checkpoint_path("cap", config, (z, y))
+    assert with_module != base
+    source.write_text("def step(x):\n    return x * 2  # twice, re-worded\n")
+    assert captioning.checkpoint_path("cap", config, (z, y)) == with_module
+    source.write_text("def step(x):\n    return x * 3\n")
+    assert captioning.checkpoint_path("cap", config, (z, y)) != with_module
+    sys.modules.pop("fake_training_step", None)
+    # the real training code is in the key: train_captioning's own module, the network, the schedule
+    from invcap import inn, optim
+
+    assert {captioning, inn, optim} <= set(captioning.TRAINING_CODE)

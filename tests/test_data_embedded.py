@@ -8,7 +8,7 @@ import torch
 
 from invcap.data import embedded as E
 
-SMALL = {"train": 40, "val": 8, "test": 8, "compositional": 12}
+SMALL = {"train": 40, "val": 8, "test": 8, "compositional_val": 48, "compositional_test": 48}
 
 
 def test_render_shape_range_and_determinism():
@@ -60,14 +60,13 @@ def test_colours_are_their_names():
 
 
 def test_describe_states_every_attribute_in_five_different_captions():
+    from invcap.data.wording import TRAINING
+
     rng = np.random.default_rng(0)
     for a in E.all_combinations():
         caps = E.describe(a, rng)
         assert len(caps) == 5 and len(set(caps)) == 5
-        for c in caps:
-            low = c.lower()
-            for key in E.ATTRIBUTES:
-                assert any(s in low for s in E._SYNONYMS[key][a[key]]), (key, c)
+        assert all(TRAINING.parse(c) == a for c in caps)
 
 
 def test_compositional_holdout_is_disjoint_and_keeps_every_value_in_training():
@@ -75,7 +74,7 @@ def test_compositional_holdout_is_disjoint_and_keeps_every_value_in_training():
     assert len(combos) == 4 * 4 * 3 * 4
     split = E.split_combinations()
     held = E.compositional_holdout()
-    assert len(held) == 48 and split["compositional"] == held
+    assert len(held) == 48 and split["unseen"] == held
     assert not any(c in split["seen"] for c in held)
     for key, values in E.ATTRIBUTES.items():
         assert {c[key] for c in split["seen"]} == set(values)
@@ -101,7 +100,21 @@ def test_make_embedded_dataset_layout_and_reuse(tmp_path):
     attrs = json.loads((root / "attributes.json").read_text())
     held = E.compositional_holdout()
     for im in karpathy["images"]:
-        assert (attrs[im["filename"]] in held) == (im["split"] == "compositional")
+        assert (attrs[im["filename"]] in held) == (im["split"] in E.COMPOSITIONAL_SPLITS)
+    # both compositional splits cover all 48 held-out combinations, on different images
+    names = {s: {im["filename"] for im in karpathy["images"] if im["split"] == s} for s in SMALL}
+    for split in E.COMPOSITIONAL_SPLITS:
+        assert sorted(map(str, (attrs[f] for f in names[split]))) == sorted(map(str, held))
+    assert not names["compositional_val"] & names["compositional_test"]
+    # mentions.json: per caption, what it states; the caption parses back to exactly that
+    from invcap.data.wording import TRAINING
+
+    mentions = json.loads((root / "mentions.json").read_text())
+    for im in karpathy["images"]:
+        a = attrs[im["filename"]]
+        for sentence, said in zip(im["sentences"], mentions[im["filename"]]):
+            assert TRAINING.parse(sentence["raw"]) == {k: a[k] for k in said}
+        assert any(len(said) == 4 for said in mentions[im["filename"]])  # one full caption at least
     # reuse: nothing is rewritten
     stamp = (root / "results.csv").stat().st_mtime_ns
     assert E.make_embedded_dataset(tmp_path / "emb", seed=5, image_size=16, split_sizes=SMALL) == root
@@ -112,4 +125,18 @@ def test_make_embedded_dataset_layout_and_reuse(tmp_path):
     assert (other / "flickr30k_images" / files[0]).read_bytes() == (root / "flickr30k_images" / files[0]).read_bytes()
     with pytest.raises(ValueError, match="different configuration"):
         E.make_embedded_dataset(tmp_path / "emb", seed=6, image_size=16, split_sizes=SMALL)
+    with pytest.raises(ValueError, match="compositional_val"):
+        E.make_embedded_dataset(tmp_path / "emb3", split_sizes={"train": 4, "compositional": 4})
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_dataset_key_covers_the_generator_code(monkeypatch):
+    key = E.dataset_key(seed=0)
+    assert key == E.dataset_key(seed=0) and key != E.dataset_key(seed=1)
+    import invcap.cache as C
+    from invcap.data import wording
+
+    seen = {}
+    monkeypatch.setattr(C, "cache_key", lambda config, data=None, code=(): seen.setdefault("code", code) and "k")
+    E.dataset_key(seed=0)
+    assert {E.render, E._mask, E._plan, E._write_dataset, wording} <= set(seen["code"])

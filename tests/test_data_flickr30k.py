@@ -140,11 +140,12 @@ def test_embedded_default_reads_through_the_same_loader(tmp_path, monkeypatch):
     monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path))
     from invcap.data import embedded as E
 
-    monkeypatch.setattr(E, "SPLIT_SIZES", {"train": 30, "val": 6, "test": 6, "compositional": 10})
+    monkeypatch.setattr(E, "SPLIT_SIZES", {"train": 30, "val": 6, "test": 6, "compositional_val": 10, "compositional_test": 10})
     full = embedded_dataset(image_size=16, seed=2)
-    assert len(full) == 52 and full.annotation_file.name == "dataset_flickr30k.json"
-    comp = embedded_dataset(split="compositional", image_size=16, seed=2)
+    assert len(full) == 62 and full.annotation_file.name == "dataset_flickr30k.json"
+    comp = embedded_dataset(split="compositional_test", image_size=16, seed=2)
     assert len(comp) == 10 and all(a in E.compositional_holdout() for a in comp.attributes)
+    assert len(comp.mentions) == 10 and all(len(m) == 5 for m in comp.mentions)
     train = embedded_dataset(split="train", image_size=16, seed=2)
     assert not any(a in E.compositional_holdout() for a in train.attributes)
     # the Kaggle CSV written beside it says the same thing

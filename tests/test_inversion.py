@@ -63,11 +63,13 @@ def test_amplification_is_bounded_and_matches_local_gain():
 
 
 def test_principal_directions_and_directional_gains():
-    from invcap.inversion import directional_gains, principal_directions
+    from invcap.inversion import directional_gains
+    from invcap.linalg import principal_directions
 
     gen = torch.Generator().manual_seed(1)
     cloud = torch.randn(500, D, generator=gen) * torch.linspace(3, 0.1, D)
-    axes, spread = principal_directions(cloud)
+    pca = principal_directions(cloud)
+    axes, spread = pca.directions, pca.std
     assert torch.allclose(axes @ axes.T, torch.eye(D, dtype=torch.float64), atol=1e-10)
     assert spread[0] == pytest.approx(3, rel=0.15) and spread[-1] == pytest.approx(0.1, rel=0.15)
     net = _net()

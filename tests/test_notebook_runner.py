@@ -46,3 +46,25 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         notebooks.read_params(bad)
+
+
+def test_sections_and_overrides_give_each_notebook_its_own_parameters():
+    params = {"DATASET": "flickr30k", "STEPS": 1, "03_captioning": {"STEPS": 3000},
+              "05": {"STEPS": 750, "LR": 1e-3}, "final_table": {"SEEDS": [0, 1, 2]}}
+    assert notebooks.params_for("notebooks/02_autoencoder.ipynb", params) == {"DATASET": "flickr30k", "STEPS": 1}
+    assert notebooks.params_for("03_captioning.ipynb", params)["STEPS"] == 3000
+    assert notebooks.params_for("05_closing.ipynb", params, {"DEVICE": "cuda"}) == {
+        "DATASET": "flickr30k", "STEPS": 750, "LR": 1e-3, "DEVICE": "cuda"}
+    assert notebooks.params_for("final_table", params) == {"DATASET": "flickr30k", "STEPS": 1, "SEEDS": [0, 1, 2]}
+    assert notebooks.params_for("03_captioning", params, {"STEPS": 5})["STEPS"] == 5  # --set beats sections
+    assert notebooks.parse_overrides(["DEVICE=cuda", "STEPS=10", "DATA_ROOT=/a/b", "X="]) == {
+        "DEVICE": "cuda", "STEPS": 10, "DATA_ROOT": "/a/b", "X": None}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        notebooks.parse_overrides(["DEVICE"])
+
+
+def test_a_params_file_can_extend_another(tmp_path):
+    (tmp_path / "full.yaml").write_text("IMAGE_SIZE: 64\nEPOCHS: 30\n03_captioning:\n  STEPS: 3000\n  LR: 0.003\n")
+    (tmp_path / "short.yaml").write_text("extends: full.yaml\nEPOCHS: 2\n03_captioning:\n  STEPS: 10\n")
+    assert notebooks.read_params(tmp_path / "short.yaml") == {
+        "IMAGE_SIZE": 64, "EPOCHS": 2, "03_captioning": {"STEPS": 10, "LR": 0.003}}

@@ -13,7 +13,6 @@ state dict under ``cache_dir()/autoencoder/<config key>.pt``; the same configura
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ConvAutoencoder", "AutoencoderConfig", "train_autoencoder", "load_or_train_autoencoder",
-           "reconstruct", "psnr", "ssim", "evaluate_reconstruction", "plot_training_curve", "plot_reconstructions"]
+           "reconstruct", "psnr", "ssim", "evaluate_reconstruction"]
 
 
 def _pick_downsamples(image_size: int, latent_dim: int) -> int:
@@ -139,8 +138,11 @@ class AutoencoderConfig:
         return ConvAutoencoder(self.latent_dim, self.image_size, tuple(self.widths), self.downsamples)
 
     def key(self, data_key: str = "") -> str:
-        blob = json.dumps({"config": dataclasses.asdict(self), "data": data_key, "version": 1}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+        """``invcap.cache.cache_key`` of this config, the data and the code that builds and trains
+        the model (``TRAINING_CODE``): editing the training loop retrains."""
+        from invcap.cache import cache_key
+
+        return cache_key(self, data_key, TRAINING_CODE)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
@@ -167,8 +169,7 @@ def train_autoencoder(train_images: torch.Tensor, val_images: torch.Tensor | Non
                       progress: bool = True) -> tuple[ConvAutoencoder, dict[str, Any]]:
     """Train on (N, 3, H, W) images in [0, 1] with MSE; returns the model (eval mode, frozen)
     and a history with per-epoch train and validation MSE."""
-    from tqdm.auto import tqdm
-
+    from invcap.progress import progress as progress_bar
     from invcap.repro import resolve_device
 
     device = resolve_device(device)
@@ -195,7 +196,7 @@ def train_autoencoder(train_images: torch.Tensor, val_images: torch.Tensor | Non
     data = train_images.to(device)
     history: dict[str, list] = {"epoch": [], "train_mse": [], "val_mse": []}
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="autoencoder", disable=not progress)
+    bar = progress_bar(range(config.epochs), desc="autoencoder", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
@@ -248,6 +249,10 @@ def load_or_train_autoencoder(train_images: torch.Tensor, val_images: torch.Tens
     return model, {**meta, "checkpoint": str(path), "reused": False}
 
 
+# What decides the trained weights besides the config and the data (the checkpoint's cache key).
+TRAINING_CODE = (_pick_downsamples, ConvAutoencoder, _batches, train_autoencoder)
+
+
 # --- metrics ---------------------------------------------------------------------------------
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -295,47 +300,3 @@ def evaluate_reconstruction(model: ConvAutoencoder, images: torch.Tensor) -> dic
     return {"mse": float(F.mse_loss(recon, images)), "psnr_db": float(psnr(recon, images).mean()),
             "psnr_db_of_mean_mse": float(10 * math.log10(1.0 / float(F.mse_loss(recon, images)))),
             "ssim": float(ssim(recon, images).mean()), "n_images": len(images)}
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-def plot_training_curve(history: dict[str, list], title: str = "autoencoder training"):
-    """Per-epoch train and validation MSE on a log scale."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(history["epoch"], history["train_mse"], marker="o", ms=3, label="train (mean over the epoch)")
-    if any(v is not None for v in history.get("val_mse", [])):
-        ax.plot(history["epoch"], history["val_mse"], marker="s", ms=3, label="validation (end of epoch)")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("reconstruction MSE (pixel values in [0, 1])")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_reconstructions(rows: dict[str, tuple[torch.Tensor, torch.Tensor]]):
-    """For each named set: a row of originals and a row of their reconstructions, with the
-    per-image PSNR in dB above each reconstruction."""
-    import matplotlib.pyplot as plt
-
-    n = max(len(orig) for orig, _ in rows.values())
-    fig, axes = plt.subplots(2 * len(rows), n, figsize=(1.2 * n, 2.6 * len(rows)), squeeze=False)
-    for r, (name, (orig, recon)) in enumerate(rows.items()):
-        scores = psnr(recon, orig)
-        for c in range(n):
-            for k, (img, label) in enumerate([(orig, "original"), (recon, "reconstruction")]):
-                ax = axes[2 * r + k, c]
-                ax.set_xticks([]), ax.set_yticks([])
-                if c < len(img):
-                    ax.imshow(img[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-                if c == 0:
-                    ax.set_ylabel(f"{name}\n{label}", fontsize=8)
-                if k == 1 and c < len(img):
-                    ax.set_title(f"{float(scores[c]):.1f} dB", fontsize=7)
-    fig.suptitle("autoencoder: originals and reconstructions (PSNR per image)")
-    fig.tight_layout()
-    return fig

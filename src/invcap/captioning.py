@@ -23,17 +23,19 @@ another path (``checkpoint_path`` keys the name by the config).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from invcap import inn, optim
+from invcap.cache import cache_key, cached_path, tensor_digest
 from invcap.inn import InvertibleMLP, in_precision
-from invcap.io import cache_dir, save_torch_atomic
+from invcap.io import save_torch_atomic
+from invcap.linalg import label_codes
+from invcap.progress import progress as progress_bar
 from invcap.repro import resolve_device
 
 __all__ = ["CaptioningConfig", "CaptioningRun", "build_network", "train_captioning", "predict",
@@ -81,10 +83,12 @@ class CaptioningConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def key(self) -> str:
-        """A short hash of everything that changes the trained weights (not the device)."""
+    def key(self, data=None) -> str:
+        """``cache_key`` of everything that changes the trained weights: the config (not the
+        device), the data (e.g. the training tensors, hashed exactly) and the source of
+        ``TRAINING_CODE`` (this module, ``invcap.inn``, ``invcap.optim``)."""
         content = {k: v for k, v in self.as_dict().items() if k != "device"}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+        return cache_key(content, data, TRAINING_CODE)
 
 
 @dataclass
@@ -145,17 +149,16 @@ def build_network(features: int, config: CaptioningConfig) -> InvertibleMLP:
                          log_scale_bound=config.log_scale_bound, init_std=config.init_std)
 
 
-def checkpoint_path(name: str, config: CaptioningConfig) -> Path:
-    """``cache_dir()/checkpoints/<name>-<config key>.pt``: one file per configuration."""
-    return cache_dir() / "checkpoints" / f"{name}-{config.key()}.pt"
+def checkpoint_path(name: str, config: CaptioningConfig, data=None) -> Path:
+    """``cache_dir()/checkpoints/<name>-<config.key(data)>.pt``: one file per configuration,
+    training data (pass the training tensors) and version of the training code."""
+    return cached_path("checkpoints", name, config.key(data))
 
 
 def _fingerprint(latents: torch.Tensor, caption_embeddings: torch.Tensor) -> dict:
-    # Shapes plus float64 sums: cheap, and different data almost surely gives different sums.
+    # the one data fingerprint of the package: exact bytes, shapes and dtypes
     return {"latents_shape": list(latents.shape), "captions_shape": list(caption_embeddings.shape),
-            "latents_sum": round(float(latents.double().sum()), 6),
-            "latents_abs_sum": round(float(latents.double().abs().sum()), 6),
-            "captions_sum": round(float(caption_embeddings.double().sum()), 6)}
+            "digest": tensor_digest(latents, caption_embeddings)}
 
 
 def _loss_name(extra_loss: ExtraLoss | None) -> str | None:
@@ -210,9 +213,7 @@ def load_network(path: str | Path, features: int | None = None, device: str = "c
 # --- training ------------------------------------------------------------------------------
 
 def _lr_factor(config: CaptioningConfig, step: int) -> float:
-    if config.lr_schedule == "constant":
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
+    return 1.0 if config.lr_schedule == "constant" else optim.cosine_factor(step, config.steps)
 
 
 def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, config: CaptioningConfig,
@@ -285,11 +286,8 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
 
     bar = None
     if progress and start < config.steps:
-        from tqdm.auto import tqdm
-
-        print(f"training InvertibleMLP(d={features}, depth={config.depth}) on {device} "
-              f"for steps {start}..{config.steps}")
-        bar = tqdm(total=config.steps, initial=start, desc="captioning", mininterval=1.0)
+        bar = progress_bar(total=config.steps - start, desc=f"captioning on {device}, steps {start}..{config.steps}",
+                           unit="step")
     net.train()
     for step in range(start, config.steps):
         for group in optimizer.param_groups:
@@ -366,28 +364,52 @@ def invert(net: InvertibleMLP, embeddings: torch.Tensor, batch_size: int = 4096,
 
 @dataclass
 class LeastSquares:
-    """The trivial baseline: y = z A + b fitted by ordinary least squares (float64)."""
+    """The trivial baseline: y = z A + b, fitted by ridge regression (float64)."""
 
     weight: torch.Tensor   # (d_in, d_out)
     bias: torch.Tensor     # (d_out,)
+    ridge: float = 0.0     # relative ridge strength (see fit_least_squares)
+    penalty: float = 0.0   # the lambda it gave: ridge * tr(Zc^T Zc) / d_in
 
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
         return (latents.double() @ self.weight + self.bias).to(latents.dtype)
 
+    def describe(self) -> str:
+        return (f"ridge regression, lambda = {self.ridge:g} x tr(Z^T Z)/d on centred latents "
+                f"(= {self.penalty:.3g}; bias not penalised)")
 
-def fit_least_squares(latents: torch.Tensor, targets: torch.Tensor) -> LeastSquares:
-    """OLS from (N, d_in) latents to (N, d_out) targets, or (N, C, d_out): every caption is a
-    row (which is the same fit as regressing on the mean caption)."""
+
+LEAST_SQUARES_RIDGE = 1e-3
+
+
+def fit_least_squares(latents: torch.Tensor, targets: torch.Tensor, ridge: float = LEAST_SQUARES_RIDGE) -> LeastSquares:
+    """Ridge regression from (N, d_in) latents to (N, d_out) targets, or (N, C, d_out) (every
+    caption a row, the same fit as regressing on the mean caption), in float64.
+
+    lambda = ``ridge`` x tr(Zc^T Zc) / d_in, Zc the centred latents: scale-free, so 1e-3 shrinks
+    only directions with under ~1/1000 of the average variance, and the fit exists for any N
+    (a Flickr30k folder with fewer images than latent dimensions too). The bias is not
+    penalised (the fit is on centred data). ``ridge=0`` is ordinary least squares (minimum-norm
+    when N <= d_in)."""
     if targets.dim() == 3:
         targets = caption_targets(targets)
     if latents.dim() != 2 or targets.dim() != 2 or latents.shape[0] != targets.shape[0]:
         raise ValueError(f"latents {tuple(latents.shape)} and targets {tuple(targets.shape)} must be (N, d) "
                          f"with the same N")
-    if latents.shape[0] <= latents.shape[1]:
-        raise ValueError(f"OLS needs more samples ({latents.shape[0]}) than latent dimensions ({latents.shape[1]})")
-    x = torch.cat([latents.double(), torch.ones(latents.shape[0], 1, dtype=torch.float64)], dim=1)
-    solution = torch.linalg.lstsq(x, targets.double(), driver="gelsd").solution
-    return LeastSquares(weight=solution[:-1], bias=solution[-1])
+    if latents.shape[0] == 0:
+        raise ValueError("no training pairs for least squares")
+    if not (ridge >= 0):
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    z, y = latents.double(), targets.double()
+    z_mean, y_mean = z.mean(dim=0), y.mean(dim=0)
+    zc, yc = z - z_mean, y - y_mean
+    gram = zc.T @ zc
+    penalty = ridge * float(gram.diagonal().sum()) / z.shape[1]
+    if penalty > 0:
+        weight = torch.linalg.solve(gram + penalty * torch.eye(z.shape[1], dtype=torch.float64), zc.T @ yc)
+    else:
+        weight = torch.linalg.lstsq(zc, yc, driver="gelsd").solution
+    return LeastSquares(weight=weight, bias=y_mean - z_mean @ weight, ridge=float(ridge), penalty=penalty)
 
 
 # --- evaluation and figures ----------------------------------------------------------------
@@ -400,8 +422,7 @@ def label_mean_predictor(labels: list, caption_embeddings: torch.Tensor, query_l
     caption_embeddings = caption_embeddings if caption_embeddings.dim() == 3 else caption_embeddings[:, None]
     if len(labels) != caption_embeddings.shape[0]:
         raise ValueError(f"{len(labels)} labels for {caption_embeddings.shape[0]} images")
-    codes: dict = {}
-    index = torch.tensor([codes.setdefault(label, len(codes)) for label in labels])
+    index, codes = label_codes(labels)
     sums = torch.zeros(len(codes), caption_embeddings.shape[-1], dtype=torch.float64)
     sums.index_add_(0, index, caption_embeddings.double().mean(dim=1))
     means = sums / torch.bincount(index, minlength=len(codes))[:, None]
@@ -487,3 +508,8 @@ def plot_retrieved_captions(images: torch.Tensor, retrieved: list[list[str]], co
         axes[i, 1].axis("off")
     fig.tight_layout()
     return fig
+
+
+# What decides a trained network besides its config and data: the checkpoint key covers the
+# source of this module (the loop, the loss, the checks), the network and the schedule.
+TRAINING_CODE = (sys.modules[__name__], inn, optim)

@@ -27,7 +27,7 @@ from invcap.text import check_texts
 
 __all__ = ["check_captions", "check_images", "finite_mask", "Generation", "generate", "psnr", "ssim", "image_scores",
            "noise_sweep", "amplification", "jacobian_gains", "conditioning_summary",
-           "nearest_neighbour_attributes", "attribute_accuracy", "principal_directions", "directional_gains", "volume_contraction", "plot_image_rows", "plot_noise_sweep",
+           "nearest_neighbour_attributes", "attribute_accuracy", "directional_gains", "volume_contraction", "plot_image_rows", "plot_noise_sweep",
            "plot_conditioning"]
 
 Decode = Callable[[torch.Tensor], torch.Tensor]
@@ -143,12 +143,10 @@ def noise_sweep(net: InvertibleMLP, decode: Decode, y_pred: torch.Tensor, images
     y_pred = y_pred.to(dtype)
     x0 = net.inverse(y_pred.to(device)).cpu()
     rows = []
-    iterator = sigmas
-    if progress:
-        from tqdm.auto import tqdm
+    from invcap.progress import progress as progress_bar
 
-        iterator = tqdm(sigmas, desc=f"noise sweep ({str(dtype).replace('torch.', '')})")
-    for sigma in iterator:
+    for sigma in progress_bar(sigmas, desc=f"noise sweep ({str(dtype).replace('torch.', '')})", unit="sigma",
+                              disable=not progress):
         if not (sigma >= 0):
             raise ValueError(f"noise scales must be >= 0, got {sigma}")
         dy = (float(sigma) * noise).to(dtype)
@@ -181,16 +179,6 @@ def amplification(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor,
     d = torch.nn.functional.normalize(directions.double(), dim=1)
     dx = net64.inverse(y + eps * d) - net64.inverse(y)
     return dx.norm(dim=1) / eps[:, 0]
-
-
-@torch.no_grad()
-def principal_directions(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Principal axes of a cloud of (N, d) vectors (float64): (d, d) unit directions as rows,
-    largest spread first, and the standard deviation along each."""
-    x = embeddings.double().reshape(-1, embeddings.shape[-1])
-    x = x - x.mean(dim=0)
-    _, sv, vh = torch.linalg.svd(x, full_matrices=False)
-    return vh, sv / math.sqrt(max(x.shape[0] - 1, 1))
 
 
 @torch.no_grad()

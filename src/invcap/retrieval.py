@@ -19,19 +19,12 @@ from typing import Hashable, Sequence
 
 import torch
 
+from invcap.linalg import cosine_similarity_matrix, label_codes
+
 __all__ = ["cosine_similarity_matrix", "relevance_matrix", "ranks_from_similarity", "recall_summary", "top_k",
            "attribute_labels", "retrieval_metrics"]
 
 RECALL_AT = (1, 5, 10)
-
-
-def cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """(Q, d) x (K, d) -> (Q, K) cosine similarities, in float64."""
-    if queries.dim() != 2 or keys.dim() != 2 or queries.shape[1] != keys.shape[1]:
-        raise ValueError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be (n, d) with the same d")
-    q = torch.nn.functional.normalize(queries.double(), dim=1)
-    k = torch.nn.functional.normalize(keys.double(), dim=1)
-    return q @ k.T
 
 
 def relevance_matrix(caption_owner: torch.Tensor, n_images: int,
@@ -47,8 +40,7 @@ def relevance_matrix(caption_owner: torch.Tensor, n_images: int,
         return torch.arange(n_images)[:, None] == owner[None, :]
     if len(labels) != n_images:
         raise ValueError(f"{len(labels)} labels for {n_images} images")
-    codes: dict[Hashable, int] = {}
-    image_code = torch.tensor([codes.setdefault(label, len(codes)) for label in labels])
+    image_code, _ = label_codes(labels)
     return image_code[:, None] == image_code[owner][None, :]
 
 

@@ -5,7 +5,8 @@ pip package (384 dimensions) with the Hugging Face hub offline; any other senten
 model name (already in the local cache) or a local model folder works too. The dimension is read
 from the model.
 
-Cache: one folder per model under ``cache_dir()/embeddings``; each call that encodes new texts
+Cache: one folder per model under ``cache_dir()/embeddings``, named by ``cache_key`` (the model,
+its dimension and the source of the encoding call); each call that encodes new texts
 adds one shard file (sha1 digests of the texts + their vectors), written atomically. A rerun
 finds every text in the shards and encodes nothing. Many small shards are merged into one.
 """
@@ -94,14 +95,20 @@ class SentenceEncoder:
 
     # --- cache -------------------------------------------------------------------------------
     @property
+    def cache_key(self) -> str:
+        """Names this encoder's embedding cache: the model, its dimension and the encoding code."""
+        from invcap.cache import cache_key
+
+        return cache_key({"model": self.model_name, "dim": self.dim}, code=ENCODING_CODE)
+
+    @property
     def cache_folder(self) -> Path:
         folder = self._cache_folder
         if folder is None:  # follows INVCAP_CACHE_DIR even if it changes after construction
             from invcap.io import cache_dir
 
-            key = hashlib.sha1(f"{self.model_name}|{self.dim}".encode()).hexdigest()[:10]
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_name)[-40:]
-            folder = cache_dir() / "embeddings" / f"{safe}-{key}"
+            folder = cache_dir() / "embeddings" / f"{safe}-{self.cache_key}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -148,8 +155,14 @@ class SentenceEncoder:
     # --- encoding ----------------------------------------------------------------------------
     @torch.no_grad()
     def _encode_uncached(self, texts: list[str], batch_size: int, progress: bool) -> torch.Tensor:
-        out = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
-                                convert_to_tensor=True, normalize_embeddings=False)
+        from invcap.progress import progress as progress_bar, progress_mode
+
+        # sentence-transformers' own bar where a person watches, one final line where output is stored
+        with progress_bar(total=len(texts), desc="encoding captions", unit="caption",
+                          disable=not progress or progress_mode() == "live") as bar:
+            out = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress and progress_mode() == "live",
+                                    convert_to_tensor=True, normalize_embeddings=False)
+            bar.update(len(texts))
         return out.detach().to("cpu", torch.float32)
 
     def encode(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> torch.Tensor:
@@ -188,3 +201,7 @@ class SentenceEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.model_name!r}, dim={self.dim}, device={self.device}, cache={self.cache})"
+
+
+# What decides a cached embedding besides the model (bound at import: the code on disk).
+ENCODING_CODE = (SentenceEncoder._encode_uncached,)

@@ -24,8 +24,11 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CaptionedImages", "load_flickr30k", "embedded_dataset", "read_karpathy_json", "read_kaggle_csv",
-           "read_token_file", "find_annotations", "plot_samples", "ANNOTATION_FILES"]
+from invcap.data.images import UInt8Images, check_image_files, decode_image, decode_images, tally
+
+__all__ = ["CaptionedImages", "UInt8Images", "load_flickr30k", "embedded_dataset", "read_karpathy_json",
+           "read_kaggle_csv", "read_token_file", "find_annotations", "check_image_files", "decode_image",
+           "decode_images", "plot_samples", "ANNOTATION_FILES"]
 
 # In order of preference: the first one found under root is read.
 ANNOTATION_FILES = ("dataset_flickr30k.json", "results.csv", "results_20130124.token")
@@ -154,20 +157,25 @@ class CaptionedImages(Dataset):
 
     Attributes: ``filenames``, ``captions`` (list of lists), ``splits`` (split name per item, or
     None when the annotations carry none), ``attributes`` (per-item attribute dicts for the
-    embedded dataset, else None), ``image_folder``, ``annotation_file``, ``skipped`` (file name ->
-    reason, for images that were missing or unreadable).
+    embedded dataset, else None), ``mentions`` (embedded dataset: per item, per caption, the tuple of
+    attribute names the caption states; else None), ``image_folder``, ``annotation_file``,
+    ``skipped`` (file name -> reason, for images that were missing or unreadable), ``converted``
+    (file name -> what was converted to RGB: greyscale, CMYK, a PNG behind a .jpg name).
     """
 
     def __init__(self, image_folder: Path, filenames: list[str], captions: list[list[str]],
                  splits: list[str] | None = None, attributes: list[dict] | None = None,
                  image_size: int = 32, transform: Callable | None = None,
-                 annotation_file: Path | None = None, skipped: dict[str, str] | None = None):
+                 annotation_file: Path | None = None, skipped: dict[str, str] | None = None,
+                 mentions: list[list[tuple[str, ...]]] | None = None, converted: dict[str, str] | None = None):
         self.image_folder = Path(image_folder)
         self.filenames, self.captions, self.splits, self.attributes = filenames, captions, splits, attributes
         self.image_size = image_size
         self.transform = transform if transform is not None else default_transform(image_size)
         self.annotation_file = annotation_file
         self.skipped = dict(skipped or {})
+        self.mentions = mentions
+        self.converted = dict(converted or {})
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -187,15 +195,21 @@ class CaptionedImages(Dataset):
         return self.load_image(index), self.captions[index]
 
     def stack_images(self, batch_size: int = 256, num_workers: int = 0, progress: bool = True) -> torch.Tensor:
-        """Every image as one (N, 3, H, W) float tensor, loaded in batches."""
+        """Every image as one (N, 3, H, W) float tensor, loaded in batches through ``transform``."""
         from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
+
+        from invcap.progress import progress as progress_bar
 
         loader = DataLoader(_ImagesOnly(self), batch_size=batch_size, num_workers=num_workers)
-        batches = [b for b in tqdm(loader, desc="loading images", disable=not progress, leave=False)]
+        batches = [b for b in progress_bar(loader, desc="loading images", unit="batch", disable=not progress, leave=False)]
         if not batches:
             return torch.empty(0, 3, self.image_size, self.image_size)
         return torch.cat(batches)
+
+    def decode(self, workers: int = 0, progress: bool = True) -> torch.Tensor:
+        """Every image as one (N, 3, S, S) uint8 tensor (``decode_images``: the default
+        resize-and-crop, decoded by ``workers`` processes). A custom ``transform`` is not used."""
+        return decode_images(self.image_folder, self.filenames, self.image_size, workers, progress=progress)
 
     @property
     def available_splits(self) -> list[str]:
@@ -218,23 +232,6 @@ class _ImagesOnly(Dataset):
         return self.data.load_image(index)
 
 
-def _check_image(path: Path, full: bool) -> str | None:
-    """None if the image is usable, else why not."""
-    from PIL import Image
-
-    if not path.is_file():
-        return "missing"
-    try:
-        with Image.open(path) as image:
-            if full:
-                image.load()
-            else:
-                image.verify()  # header and (for PNG) chunk checksums, without decoding
-    except Exception as err:  # PIL raises many types for broken files
-        return f"unreadable: {type(err).__name__}: {err}"
-    return None
-
-
 def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size: int = 32,
                    transform: Callable | None = None, check_images: str = "header",
                    progress: bool = True) -> CaptionedImages:
@@ -242,12 +239,14 @@ def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size
 
     ``root``: a folder holding one of ``dataset_flickr30k.json`` (Karpathy), ``results.csv``
     (Kaggle) or ``results_20130124.token`` (official) and the image folder (or the annotation
-    file itself). ``split``: ``"train"``/``"val"``/``"test"`` (or ``"compositional"`` for the
-    embedded set) when the annotations carry splits; None keeps every image.
-    ``check_images``: ``"header"`` (default, fast) or ``"full"`` (decode every image) checks
-    each image up front and skips the missing or unreadable ones with a warning giving the
-    count; ``"none"`` skips the check. ``image_size``: images are resized (shorter side) and
-    centre-cropped to this square size.
+    file itself). ``split``: ``"train"``/``"val"``/``"test"`` (and ``"compositional_val"`` /
+    ``"compositional_test"`` for the embedded set) when the annotations carry splits; None keeps
+    every image.
+    ``check_images``: ``"header"`` (default, fast; cached per folder) or ``"full"`` (decode every
+    image) checks each image up front: missing, unreadable and truncated ones are skipped with one
+    warning giving the count per reason (``.skipped``); greyscale and CMYK JPEGs and PNGs behind a
+    ``.jpg`` name are converted to RGB and kept, with one warning (``.converted``). ``"none"`` skips
+    the check. ``image_size``: images are resized (shorter side) and centre-cropped to this square.
     """
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
@@ -275,27 +274,33 @@ def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size
 
     folder = _find_image_folder(root, annotation, filenames)
     skipped: dict[str, str] = {}
+    converted: dict[str, str] = {}
     if check_images != "none":
-        from tqdm.auto import tqdm
-
-        for name in tqdm(filenames, desc="checking images", disable=not progress, leave=False):
-            reason = _check_image(folder / name, full=check_images == "full")
-            if reason is not None:
-                skipped[name] = reason
+        skipped, converted = check_image_files(folder, filenames, check_images, progress)
+        where = f"{folder}" + (f" (split {split})" if split else "")
         if skipped:
-            warnings.warn(f"skipped {len(skipped)} of {len(filenames)} images that are missing or unreadable "
-                          f"under {folder} (see .skipped); e.g. {next(iter(skipped.items()))}", stacklevel=2)
+            warnings.warn(f"skipped {len(skipped)} of {len(filenames)} images under {where}: {tally(skipped)} "
+                          f"(see .skipped); e.g. {next(iter(skipped.items()))}", stacklevel=2)
             filenames = [f for f in filenames if f not in skipped]
+        if converted:
+            warnings.warn(f"converted {len(converted)} of {len(filenames)} images under {where} to RGB: "
+                          f"{tally(converted)} (see .converted)", stacklevel=2)
 
     attributes = None
     attr_file = annotation.parent / "attributes.json"
     if attr_file.is_file():  # the embedded dataset's ground truth
         table = json.loads(attr_file.read_text())
         attributes = [table[f] for f in filenames]
+    mentions = None
+    mention_file = annotation.parent / "mentions.json"
+    if mention_file.is_file():  # the embedded dataset: which attributes each caption states
+        table = json.loads(mention_file.read_text())
+        mentions = [[tuple(m) for m in table[f]] for f in filenames]
     return CaptionedImages(folder, filenames, [captions[f] for f in filenames],
                            splits=[split_of[f] for f in filenames] if split_of is not None else None,
                            attributes=attributes, image_size=image_size, transform=transform,
-                           annotation_file=annotation, skipped=skipped)
+                           annotation_file=annotation, skipped=skipped, mentions=mentions,
+                           converted=converted)
 
 
 def embedded_dataset(split: str | None = None, image_size: int = 32, seed: int = 0,

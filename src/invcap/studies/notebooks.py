@@ -6,7 +6,11 @@
 ``run`` executes each notebook with papermill on the ``invcap`` kernel, in order, inside
 ``notebooks/`` (so relative paths behave as in JupyterLab). ``--params`` is a YAML file of notebook
 parameters handed to every notebook, as ``papermill -f`` does (a notebook takes the names its
-parameters cell defines; papermill warns about the others). Without ``--out`` the notebooks are
+parameters cell defines; papermill warns about the others). A key that names a notebook (its stem,
+``03_captioning``, or its number, ``03``) holds a mapping of parameters for that notebook only, so
+one file can give notebook 03 and notebook 05 different ``STEPS``. ``--set NAME=VALUE`` (repeatable;
+the value is read as YAML) overrides a parameter in every notebook, sections included: ``make
+flickr30k DEVICE=cuda`` reaches every notebook's ``DEVICE`` this way. Without ``--out`` the notebooks are
 executed in place and write to the committed ``figures/`` and ``results/``; with ``--out DIR`` the
 executed notebooks go to ``DIR/`` and their figures and results to ``DIR/figures`` and
 ``DIR/results`` (``INVCAP_OUTPUT_DIR``), so nothing committed is touched. Progress bars print one
@@ -30,7 +34,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from invcap.io import read_json, repo_root, results_dir, write_json_atomic, write_text_atomic
 
-__all__ = ["run_notebooks", "strip_notebook", "read_params", "KERNEL", "TIMINGS_FILE"]
+__all__ = ["run_notebooks", "strip_notebook", "read_params", "parse_overrides", "params_for", "KERNEL",
+           "TIMINGS_FILE"]
 
 KERNEL = "invcap"
 TIMINGS_FILE = "notebooks.json"
@@ -49,7 +54,9 @@ def strip_notebook(path: str | Path) -> None:
 
 
 def read_params(path: str | Path | None) -> dict[str, Any]:
-    """The parameters in a YAML file (a mapping of NAME: value), or {} for None."""
+    """The parameters in a YAML file (a mapping of NAME: value, and of section: mapping), or {} for
+    None. ``extends: other.yaml`` (relative to the file) starts from that file's parameters: a
+    shortened run then states only what it shortens, and sections merge key by key."""
     if path is None:
         return {}
     import yaml  # papermill's dependency
@@ -60,7 +67,48 @@ def read_params(path: str | Path | None) -> dict[str, Any]:
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise ValueError(f"{path} must be a YAML mapping of NOTEBOOK_PARAMETER: value, got {type(params).__name__}")
-    return params
+    base = params.pop("extends", None)
+    if base is None:
+        return params
+    merged = read_params(path.parent / base)
+    for key, value in params.items():
+        if _is_section(key, value) and _is_section(key, merged.get(key)):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["DEVICE=cuda", "STEPS=10"]`` -> ``{"DEVICE": "cuda", "STEPS": 10}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set expects NAME=VALUE, got {pair!r}")
+        out[name.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def _is_section(key: str, value: Any) -> bool:
+    """Parameters are UPPER_CASE; a lower-case key holding a mapping is one notebook's (or one
+    post-notebook study's, e.g. ``final_table``) section."""
+    return isinstance(value, dict) and not key.isupper()
+
+
+def params_for(notebook: str | Path, params: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """The parameters one notebook gets: the shared entries, then its own section (by stem or
+    number), then ``overrides``."""
+    stem = Path(notebook).stem
+    merged = {k: v for k, v in params.items() if not _is_section(k, v)}
+    for key in (stem[:2], stem):
+        if _is_section(key, params.get(key)):
+            merged.update(params[key])
+    merged.update(overrides or {})
+    return merged
 
 
 @contextmanager
@@ -83,14 +131,19 @@ def _record_timing(name: str, seconds: float, params: Mapping[str, Any]) -> None
         table = read_json(path)
     except (FileNotFoundError, json.JSONDecodeError):
         table = {}
-    from invcap.repro import device_record
+    from invcap.repro import device_record, resolve_device
 
-    table[name] = {"seconds": round(seconds, 1), "parameters": dict(params), "device": device_record()}
+    try:  # the device the notebook was asked to use ("auto" resolved here the same way)
+        device = resolve_device(params.get("DEVICE", "cpu"))
+    except (ValueError, RuntimeError):
+        device = None
+    table[name] = {"seconds": round(seconds, 1), "parameters": dict(params), "device": device_record(device)}
     write_json_atomic(path, dict(sorted(table.items())))
 
 
 def run_notebooks(notebooks: Sequence[str | Path], out: str | Path | None = None,
-                  params: Mapping[str, Any] | None = None, timeout: int = 1800) -> dict[str, float]:
+                  params: Mapping[str, Any] | None = None, timeout: int = 1800,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Execute ``notebooks`` in order (see the module docstring); returns seconds per notebook."""
     import papermill
 
@@ -110,12 +163,13 @@ def run_notebooks(notebooks: Sequence[str | Path], out: str | Path | None = None
             target = path if out is None else out / path.name
             print(f"== {path.name}" + ("" if out is None else f" -> {target}"), flush=True)
             start = time.perf_counter()
-            papermill.execute_notebook(str(path), str(target), parameters=params, kernel_name=KERNEL,
+            own = params_for(path, params, overrides)
+            papermill.execute_notebook(str(path), str(target), parameters=own, kernel_name=KERNEL,
                                        cwd=str(repo_root() / "notebooks"), progress_bar=False,
                                        execution_timeout=timeout)
             seconds[path.name] = time.perf_counter() - start
             strip_notebook(target)
-            _record_timing(path.stem, seconds[path.name], params)
+            _record_timing(path.stem, seconds[path.name], own)
             print(f"   {path.name}: {seconds[path.name]:.0f} s", flush=True)
     return seconds
 
@@ -127,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("notebooks", nargs="+")
     run.add_argument("--params", default=None, help="YAML file of notebook parameters (as papermill -f)")
     run.add_argument("--out", default=None, help="folder for the executed notebooks, figures and results")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a parameter in every notebook (repeatable; value read as YAML)")
     run.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
     strip = commands.add_parser("strip", help="remove papermill's timing metadata from executed notebooks")
     strip.add_argument("notebooks", nargs="+")
@@ -136,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             strip_notebook(name)
         return 0
     try:
-        run_notebooks(args.notebooks, args.out, read_params(args.params), args.timeout)
+        run_notebooks(args.notebooks, args.out, read_params(args.params), args.timeout, parse_overrides(args.set))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
