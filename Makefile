@@ -24,7 +24,9 @@ STORED := INVCAP_PROGRESS=final
 # The second numeric path of `make test-portable`: a lower CPU capability and one thread.
 PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 INVCAP_THREADS=1
 
-.PHONY: help setup paper test test-portable test-unit test-notebooks bench lab clean
+# generator: trains only what `python -m invcap generate` needs (data, autoencoder, features, the method
+# notebook 05 chose on validation, read from results/), a few minutes on 2 cores; caches shared with make paper.
+.PHONY: help setup paper generator test test-portable test-unit test-notebooks bench lab clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,8 +46,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 paper: setup ## execute every notebook in order (in place), then the studies that follow them: regenerates figures/, results/ and the README's number blocks
 	$(PY) -m invcap.studies.notebooks run $(NOTEBOOKS)
-	$(STORED) $(PY) -m invcap.notebook_tools seed-study
+	$(STORED) $(PY) -m invcap.studies.final_table
 	$(PY) -m invcap.studies.readme
+
+generator: setup ## train only the text -> image generator, then: python -m invcap generate "a small red circle at the top left"
+	$(PY) -m invcap train-generator
 
 test: setup test-unit test-notebooks ## run pytest on tests/ and nbval on every notebook
 

@@ -21,13 +21,8 @@ process then loads. Results: ``results/final_table.json``; figures ``05_final_ta
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,17 +30,15 @@ from typing import Any, Mapping, Sequence
 from invcap import baselines as bl
 from invcap import evaluation as ev
 from invcap.io import read_json, results_dir, write_json_atomic
-from invcap.methods import FORWARD_ONLY, METHODS, Contrastive, divergence, method, method_key, parameter_count, train_method
+from invcap.methods import METHODS, Contrastive, divergence, method, parameter_count
 from invcap.repro import Stopwatch, run_record, seed_everything
 from invcap.studies import nb05_closing_the_inversion_gap as nb05
+from invcap.studies.training_jobs import default_workers, errors as failed_jobs, job_key, run_jobs, train_one
 
-__all__ = ["Config", "PORTABLE_ENV", "choose_steps", "tune_mlp", "final_jobs", "run_jobs", "load_models",
+__all__ = ["Config", "choose_steps", "tune_mlp", "final_jobs", "run_jobs", "load_models",
            "score_test", "goals", "run", "README_BLOCKS", "KEY_NUMBERS", "RESULTS"]
 
 RESULTS = "final_table.json"
-# The second numeric path (issue 11) on an AVX2 machine: generic kernels, SSE4.2 MKL, one thread.
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "INVCAP_THREADS": "1"}
-ONE_THREAD = {"INVCAP_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 TEST_SPLITS = {"embedded": ("test", "compositional_test"), "flickr30k": ("test",)}
 WORDINGS = ("training", "heldout")
 
@@ -61,95 +54,8 @@ class Config:
     captions_per_image: int = 5
     samples: int = 8
     candidates: int = 100
-    workers: int = max(1, min(2, os.cpu_count() or 1))
+    workers: int = field(default_factory=default_workers)
     portable: bool = True
-
-
-# --- training jobs, run in worker processes ------------------------------------------------------
-
-def _job_key(job: Mapping[str, Any]) -> str:
-    return json.dumps(job, sort_keys=True)
-
-
-def _train_one(job: Mapping[str, Any], train, progress: bool = False):
-    """Train (or load from the cache) what ``job`` names; the same call in a worker and here."""
-    if job["kind"] == "method":
-        spec = method(job["name"])
-        overrides = dict(job["overrides"])
-        checkpoint: Any = True
-        if job.get("portable"):
-            from invcap.cache import cached_path
-
-            key = method_key(spec, spec.config(**overrides), train.latents, train.caption_embeddings)
-            checkpoint = cached_path("methods-portable", spec.name, key)
-        return train_method(spec, train.latents, train.caption_embeddings, checkpoint=checkpoint, progress=progress,
-                            **overrides)
-    config = bl.MLPConfig(**job["config"])
-    if job["kind"] == "mlp-generator":
-        return bl.train_mlp(train.caption_embeddings, train.latents, config, name="mlp-generator")[0]
-    return bl.train_mlp(train.latents, train.caption_embeddings, config, name="mlp-captioner")[0]
-
-
-def _worker(job_file: Path) -> int:
-    """Train every job of ``job_file`` (JSON: data args and jobs); record failures beside it."""
-    from invcap.features import load_features
-
-    spec = json.loads(job_file.read_text())
-    seed_everything(0)
-    train = load_features("train", device="cpu", progress=False, **spec["data"])
-    errors = {}
-    for job in spec["jobs"]:
-        try:
-            _train_one(job, train)
-        except ValueError as error:   # a non-finite loss: reported, the other jobs go on
-            errors[_job_key(job)] = str(error)
-    job_file.with_suffix(".errors.json").write_text(json.dumps(errors))
-    return 0
-
-
-def _cost(job: Mapping[str, Any]) -> float:
-    if job["kind"] != "method":
-        return 0.25 * job["config"]["steps"]
-    spec = method(job["name"])
-    depth = spec.captioning.get("depth", job["overrides"].get("depth", 6))
-    inverses = sum(t.latent is not None for t in spec.terms) or 0.4   # inverse passes dominate a step
-    return job["overrides"]["steps"] * depth * (1 + inverses) * (1.5 if job.get("portable") else 1.0)
-
-
-def run_jobs(jobs: Sequence[Mapping[str, Any]], data: Mapping[str, Any], workers: int) -> dict[str, str]:
-    """Train ``jobs`` in ``workers`` processes of one thread each (portable jobs in their own
-    process with ``PORTABLE_ENV``), balanced by estimated cost. Returns job key -> error."""
-    jobs = [dict(j) for j in jobs]
-    if not jobs:
-        return {}
-    bins: list[list[dict]] = [[] for _ in range(max(1, workers))]
-    portable = [j for j in jobs if j.get("portable")]
-    for job in sorted((j for j in jobs if not j.get("portable")), key=_cost, reverse=True):
-        min(bins, key=lambda b: sum(map(_cost, b)))[0:0] = [job]
-    groups = [(b, ONE_THREAD) for b in bins if b] + ([(portable, {**ONE_THREAD, **PORTABLE_ENV})] if portable else [])
-    errors: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="final-table-") as folder:
-        files = []
-        for i, (group, env) in enumerate(groups):
-            path = Path(folder) / f"jobs-{i}.json"
-            path.write_text(json.dumps({"data": dict(data), "jobs": group}))
-            files.append((path, env))
-        running: list[tuple[subprocess.Popen, Path]] = []
-        pending = list(files)
-        while pending or running:
-            while pending and len(running) < max(1, workers):
-                path, env = pending.pop(0)
-                running.append((subprocess.Popen([sys.executable, "-m", "invcap.studies.final_table", "worker",
-                                                  str(path)], env={**os.environ, **env}), path))
-            time.sleep(0.5)
-            for process, path in [r for r in running if r[0].poll() is not None]:
-                running.remove((process, path))
-                if process.returncode != 0:
-                    for other, _ in running:
-                        other.kill()
-                    raise RuntimeError(f"a training worker failed (exit {process.returncode}) on {path.name}")
-                errors.update(json.loads(path.with_suffix(".errors.json").read_text()))
-    return errors
 
 
 # --- choices on validation -------------------------------------------------------------------
@@ -197,11 +103,11 @@ def choose_steps(config: Config, setup: Setup) -> dict[str, Any]:
     """Train the chosen method (seed 0) at every length of ``config.step_grid``; the fewest steps
     whose validation unseen rate is within ``config.step_tolerance`` points of the best."""
     jobs = [_method_job(setup.chosen, setup, steps, 0) for steps in config.step_grid]
-    errors = run_jobs(jobs, setup.data, config.workers)
+    errors = failed_jobs(run_jobs(jobs, setup.data, config.workers))
     unseen, _ = _unseen_key(setup)
     rates = {}
     for steps, job in zip(config.step_grid, jobs):
-        rates[steps] = math.nan if _job_key(job) in errors else _val_generation(_train_one(job, setup.val.train),
+        rates[steps] = math.nan if job_key(job) in errors else _val_generation(train_one(job, setup.val.train),
                                                                                  setup)[unseen]
     finite = {s: r for s, r in rates.items() if math.isfinite(r)}
     if not finite:
@@ -228,7 +134,7 @@ def tune_mlp(config: Config, setup: Setup, steps: int, params_count: int) -> dic
     train = setup.val.train
     scores, r1 = {}, {}
     for g in grid:
-        generator, captioner = _train_one(gens[g], train), _train_one(caps[g], train)
+        generator, captioner = train_one(gens[g], train), train_one(caps[g], train)
         rates = _val_generation(bl.TwoNetworks(generator, captioner), setup)
         scores[g] = (rates[unseen], rates.get(seen, math.nan))
         r1[g] = ev.captioning(bl.TwoNetworks(generator, captioner), setup.val.splits["val"])["i2t_R@1"].mean
@@ -278,7 +184,7 @@ def load_models(rows: Mapping[str, list[dict]], setup: Setup, errors: Mapping[st
     for name, jobs in rows.items():
         out[name] = []
         for job in jobs:
-            failed = [errors[_job_key(j)] for j in _trainable(job) if _job_key(j) in errors]
+            failed = [errors[job_key(j)] for j in _trainable(job) if job_key(j) in errors]
             entry: dict[str, Any] = {"job": job}
             try:
                 if failed:
@@ -286,9 +192,9 @@ def load_models(rows: Mapping[str, list[dict]], setup: Setup, errors: Mapping[st
                 if job["kind"] == "notebook03":
                     entry["model"] = setup.paper[0]
                 elif job["kind"] == "method":
-                    entry["model"] = _train_one(job, train)
+                    entry["model"] = train_one(job, train)
                 elif job["kind"] == "two networks":
-                    generator, captioner = (_train_one(j, train) for j in _trainable(job))
+                    generator, captioner = (train_one(j, train) for j in _trainable(job))
                     entry["model"] = bl.TwoNetworks(generator, captioner)
                 elif job["kind"] == "least squares":
                     entry["model"] = bl.LeastSquaresModel.fit(train.latents, train.caption_embeddings)
@@ -384,12 +290,13 @@ def run(config: Config = Config()) -> dict[str, Any]:
     with watch("steps on validation"):
         steps = choose_steps(config, setup)
     with watch("two-networks MLPs on validation"):
-        reference = _train_one(_method_job(setup.chosen, setup, steps["steps"], 0), setup.val.train)
+        reference = train_one(_method_job(setup.chosen, setup, steps["steps"], 0), setup.val.train)
         mlp = tune_mlp(config, setup, steps["steps"], parameter_count(reference.net))
     rows = final_jobs(config, setup, steps["steps"], mlp)
     with watch("final trainings"):
-        errors = run_jobs([j for jobs in rows.values() for job in jobs for j in _trainable(job)], setup.data,
-                          config.workers)
+        reports = run_jobs([j for jobs in rows.values() for job in jobs for j in _trainable(job)], setup.data,
+                           config.workers)
+        errors = failed_jobs(reports)
         models = load_models(rows, setup, errors)
     with watch("test splits (read once)"):
         inputs = load_test_inputs(config, setup)
@@ -421,89 +328,7 @@ def run(config: Config = Config()) -> dict[str, Any]:
     return results
 
 
-# --- figures -----------------------------------------------------------------------------------
-
-def _diverged(runs: Sequence[Mapping]) -> bool:
-    return any(r["divergence"].get("diverged") or r.get("collapsed") for r in runs)
-
-
-def plot_final(results: Mapping):
-    """All-attributes-correct rate on the test splits per row, both wordings (no attributes:
-    R-precision), and R@1 through f and f^-1: bars with 95 % intervals over combinations and
-    seeds, every seed a dot; a row with a diverged or collapsed seed shows its dots only. Goals
-    and the decoder ceiling are dashed lines."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows, runs = results["rows"], results["runs"]
-    names = list(rows)
-    if results["ceiling"]:
-        panels = [(f"{s}/{w}/all_correct", f"{w} wording, {k} (%)", nb05.GOALS[(w, k)], s)
-                  for w in WORDINGS for s, k in (("test", "seen"), ("compositional_test", "unseen"))]
-    else:
-        panels = [("test/own/r_precision", "R-precision (%)", None, None)]
-    panels += [("test/i2t_R@1", "image -> text R@1 through f (%)", None, None),
-               ("test/inv_i2t_R@1", "image -> text R@1 through f⁻¹ (%)", None, None)]
-    cols = 3 if len(panels) > 3 else len(panels)
-    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(5.2 * cols, 4.6 * math.ceil(len(panels) / cols)),
-                             squeeze=False)
-    x = np.arange(len(names))
-    for ax, (key, label, goal, split) in zip(axes.flat, panels):
-        for i, name in enumerate(names):
-            entry = rows[name].get(key)
-            if entry is None:
-                continue
-            if not _diverged(runs[name]):
-                ax.bar(i, entry["value"], 0.65, color="tab:blue", alpha=0.35,
-                       yerr=[[entry["value"] - entry["lo"]], [entry["hi"] - entry["value"]]], capsize=2)
-            ax.scatter([i] * len(entry["per_seed"]), entry["per_seed"], color="tab:blue", s=10, zorder=3)
-            ax.text(i, min(entry["hi"], 100) + 1.5, f"{entry['value']:.1f}", ha="center", fontsize=5.5, rotation=90)
-        if goal is not None:
-            ax.axhline(goal, color="tab:red", ls="--", lw=0.9, label=f"goal {goal:.0f}")
-        if split is not None and split in results["ceiling"]:
-            ax.axhline(results["ceiling"][split]["all_correct"]["value"], color="k", ls=":", lw=0.9,
-                       label="decoder ceiling")
-        ax.set_ylim(0, 112)
-        ax.set_ylabel(label, fontsize=8)
-        ax.set_xticks(x)
-        ax.set_xticklabels([nb05._label(n) for n in names], fontsize=5.5)
-        if goal is not None or split is not None:
-            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.suptitle("final table on the test splits (bars: mean over seeds with 95% interval over attribute "
-                 "combinations and seeds; dots: seeds; no bar: a seed diverged)", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_stability(models: Mapping[str, list[dict]], chosen: str):
-    """Training loss per step (50-step running mean, log scale) of every seed of every method, the
-    chosen method's on both numeric paths in colour, diverged runs marked."""
-    import matplotlib.pyplot as plt
-    import torch
-
-    fig, ax = plt.subplots(figsize=(8, 4.6))
-    for name, entries in models.items():
-        for entry in entries:
-            history = getattr(entry.get("model"), "history", None) or {}
-            loss = torch.tensor(history.get("loss", []), dtype=torch.float64)
-            if loss.numel() < 60:
-                continue
-            smooth = torch.nn.functional.avg_pool1d(loss[None, None], 50, stride=1)[0, 0]
-            seed = entry["job"].get("overrides", {}).get("seed")
-            mine = name in (chosen, f"{chosen} (portable path)")
-            style = {"lw": 1.2, "label": f"{name}, seed {seed}"} if mine else {"lw": 0.6, "color": "0.7"}
-            if entry["divergence"].get("diverged"):
-                style = {"lw": 1.2, "color": "tab:red", "ls": "--", "label": f"{name}, seed {seed}: diverged"}
-            ax.plot(range(50, 50 + len(smooth)), smooth, **style)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("training loss (50-step mean)")
-    ax.set_title("training stability: the chosen method per seed and numeric path (grey: every other run)", fontsize=9)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    return fig
+from invcap.studies.nb05_figures import plot_final, plot_stability  # noqa: E402,F401
 
 
 # --- README, key numbers, command line ---------------------------------------------------------
@@ -556,14 +381,10 @@ KEY_NUMBERS = {"final: chosen method, test seen all-correct, training wording (%
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "worker"))
-    parser.add_argument("job_file", nargs="?")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--step-grid", type=int, nargs="+", default=None)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        return _worker(Path(args.job_file))
     config = Config()
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in
                  (("seeds", args.seeds), ("step_grid", args.step_grid), ("workers", args.workers)) if v is not None}

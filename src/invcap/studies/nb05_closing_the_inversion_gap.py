@@ -16,18 +16,20 @@ rule picks by R-precision on ``val`` instead of the unseen all-correct rate.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from invcap import baselines as bl
 from invcap import evaluation as ev
+from invcap.captioning import CaptioningConfig
 from invcap.io import read_json, results_dir, write_json_atomic
-from invcap.methods import FORWARD_ONLY, METHODS, TrainedMethod, divergence, method, parameter_count, train_method
-from invcap.repro import Stopwatch, run_record, seed_everything
+from invcap.methods import FORWARD_ONLY, METHODS, TrainedMethod, divergence, method, parameter_count
+from invcap.repro import run_record, seed_everything
 from invcap.studies.common import NotebookParams
+from invcap.studies.training_jobs import job_key, run_jobs, train_one
 
 __all__ = ["Params", "Inputs", "load_inputs", "paper_model", "train_models", "evaluate", "select", "write_results",
            "load_results", "flat", "verdicts", "table", "narrative", "plot_ablation", "plot_grid", "plot_partial",
@@ -38,19 +40,21 @@ RESULTS_KEYS = ("run", "params", "selection", "generator", "rows", "training", "
                 "chance_all_correct")
 BASELINES = ("least squares", "two networks", "nearest neighbour")
 GENERATOR_DEPTH = 4   # the MLP baselines get the parameter count of a 4-layer invertible network here
-# Typed by hand: in the dataset's own style and in everyday words it never uses (a red circle is an
-# unseen combination: (circle, red) is held out).
+# Typed by hand, in the training wording's style and in the held-out wording's (words training never uses).
+# (circle, red) and (square, green) are held-out pairs: those two captions ask for unseen combinations.
 TYPED_CAPTIONS = (
     ("a small red circle at the top left", {"shape": "circle", "colour": "red", "size": "small",
-                                            "position": "top left"}, "typed, dataset style"),
+                                            "position": "top left"}, "typed, training style, unseen"),
     ("there is a large blue square in the bottom right corner", {"shape": "square", "colour": "blue",
                                                                  "size": "large", "position": "bottom right"},
-     "typed, dataset style"),
-    ("draw me a big yellow plus sign down in the lower right", {"shape": "cross", "colour": "yellow",
-                                                                "size": "large", "position": "bottom right"},
-     "typed, everyday words"),
-    ("Tiny green triangle, top-right.", {"shape": "triangle", "colour": "green", "size": "small",
-                                         "position": "top right"}, "typed, everyday words"),
+     "typed, training style"),
+    ("can you draw me a giant cobalt tile in the southeast corner?", {"shape": "square", "colour": "blue",
+                                                                      "size": "large", "position": "bottom right"},
+     "typed, held-out style"),
+    ("a teeny golden pyramid, upper left-hand corner", {"shape": "triangle", "colour": "yellow", "size": "small",
+                                                        "position": "top left"}, "typed, held-out style"),
+    ("An enormous emerald tile up in the northeast.", {"shape": "square", "colour": "green", "size": "large",
+                                                       "position": "top right"}, "typed, held-out style, unseen"),
 )
 
 
@@ -110,7 +114,8 @@ def caption_set(split: ev.Split, encoder, n: int, wording: str = "training", par
     drawn = evaluation_captions(split.attributes, n=n, wording=wording, partial=partial, seed=seed)
     texts = [c.text for caps in drawn for c in caps]
     image = torch.arange(len(drawn)).repeat_interleave(torch.tensor([len(c) for c in drawn]))
-    return ev.CaptionSet(wording + (" partial" if partial else ""), texts, encoder.encode(texts, progress=False),
+    return ev.CaptionSet(wording + (" partial" if partial else ""), texts,
+                         encoder.encode(texts, batch_size=512, progress=False),
                          image, [tuple(c.mentions) for caps in drawn for c in caps])
 
 
@@ -156,74 +161,81 @@ def describe_inputs(inputs: Inputs) -> str:
 # --- models ----------------------------------------------------------------------------------
 
 def paper_model(device: str = "cpu") -> tuple[TrainedMethod, dict[str, Any]] | None:
-    """Notebook 03's trained network as the ``paper`` method, from ``results_dir()/captioning.json``
-    (its ``"checkpoint"``), or None when notebook 03 has not run."""
-    from invcap.captioning import load_network
+    """Notebook 03's trained network as the ``paper`` method, named by its results file
+    (``results_dir()/captioning.json``, ``invcap.studies.nb03_captioning``), or None when
+    notebook 03 has not run or its network no longer matches the code and data (then the
+    ``paper`` row is trained here and says so)."""
+    from invcap.studies import nb03_captioning as nb03
 
-    path = results_dir() / "captioning.json"
-    if not path.is_file():
+    try:
+        net, results = nb03.load_network_from_results(device=device, progress=False)
+    except (FileNotFoundError, ValueError, KeyError):
         return None
-    results = read_json(path, "notebook 03's results")
-    checkpoint = results.get("checkpoint") or results.get("training", {}).get("checkpoint")
-    if not checkpoint:
-        return None
-    from pathlib import Path
-
-    from invcap.io import cache_dir
-
-    checkpoint = Path(checkpoint) if Path(checkpoint).is_absolute() else cache_dir() / checkpoint
-    if not checkpoint.is_file():
-        return None
-    net, config = load_network(checkpoint, device=device)
-    return TrainedMethod(method("paper"), net, config, checkpoint=checkpoint), {
-        "source": "notebook 03 (results/captioning.json)", "checkpoint": str(checkpoint), "config": config.as_dict()}
+    record = results["network"]
+    config = CaptioningConfig(**{**record["config"], "device": device})
+    return TrainedMethod(method("paper"), net, config, checkpoint=Path(record["checkpoint"])), {
+        "source": "notebook 03 (results/captioning.json)", "checkpoint": record["checkpoint"],
+        "config": config.as_dict()}
 
 
-def _train_baseline(name: str, inputs: Inputs, params: Params, mlp_params: int):
+def training_jobs(params: Params, inputs: Inputs, paper_loaded: bool) -> dict[str, list[dict]]:
+    """model -> the ``invcap.studies.training_jobs`` jobs that train it (none for notebook 03's
+    paper row and for the closed-form baselines)."""
+    overrides = {"steps": params.steps, "lr": params.lr, "seed": params.seed, "device": params.device}
+    jobs = {name: [{"kind": "method", "name": name, "overrides": overrides}] for name in params.methods
+            if not (name == "paper" and paper_loaded)}
+    if "two networks" in params.baselines:
+        size = bl.inn_parameter_count(inputs.train.latents.shape[1], GENERATOR_DEPTH)
+        mlp = {"params": size, "steps": params.steps, "seed": params.seed}
+        jobs["two networks"] = [{"kind": "mlp-generator", "config": mlp},
+                                {"kind": "mlp-captioner", "config": {**mlp, "contrastive_weight": 0.01}}]
+    return jobs
+
+
+def _load(name: str, jobs: list[dict], inputs: Inputs):
     train = inputs.train
     if name == "least squares":
         return bl.LeastSquaresModel.fit(train.latents, train.caption_embeddings)
     if name == "nearest neighbour":
         return bl.NearestNeighbour.fit(train.latents, train.caption_embeddings)
-    gen = bl.MLPConfig(params=mlp_params, steps=params.steps, seed=params.seed)
-    cap = bl.MLPConfig(params=mlp_params, steps=params.steps, seed=params.seed, contrastive_weight=0.01)
-    return bl.TwoNetworks.train(train.latents, train.caption_embeddings, gen, cap)
+    if name == "two networks":
+        return bl.TwoNetworks(*(train_one(j, train) for j in jobs))
+    return train_one(jobs[0], train)
 
 
-def train_models(params: Params, inputs: Inputs) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Every method of ``params.methods`` (the ``paper`` row from notebook 03 when it ran) and
-    every baseline, one training seed. A run whose loss turns non-finite, or a baseline that
-    fails, is reported in the second return value and left out; the study goes on."""
-    train = inputs.train
+def train_models(params: Params, inputs: Inputs, workers: int | None = None
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every method of ``params.methods`` (the ``paper`` row from notebook 03 when it ran) and every
+    baseline, one training seed, trained in worker processes (``invcap.studies.training_jobs``)
+    and loaded from the caches. A run whose loss turns non-finite, or a baseline that fails, is
+    reported in the second return value and left out; the study goes on."""
+    paper = paper_model(params.device) if "paper" in params.methods else None
+    jobs = training_jobs(params, inputs, paper is not None)
+    data = {k: v for k, v in params.data_args().items() if k != "seed"}
+    reports = run_jobs([j for js in jobs.values() for j in js], data, workers)
     models: dict[str, Any] = {}
     report: dict[str, dict[str, Any]] = {}
-    for name in params.methods:
-        start = time.perf_counter()
-        entry: dict[str, Any] = {"kind": "method"}
+    for name in list(params.methods) + list(params.baselines):
+        entry: dict[str, Any] = {"kind": "method" if name in METHODS else "baseline",
+                                 "seconds": sum(reports[job_key(j)]["seconds"] for j in jobs.get(name, []))}
+        failed = [reports[job_key(j)]["error"] for j in jobs.get(name, []) if "error" in reports[job_key(j)]]
         try:
-            loaded = paper_model(params.device) if name == "paper" else None
-            if loaded is not None:
-                models[name], source = loaded
+            if failed:
+                raise ValueError(failed[0])
+            if name == "paper" and paper is not None:
+                models[name], source = paper
                 entry.update(source)
             else:
-                models[name] = train_method(name, train.latents, train.caption_embeddings, progress=False,
-                                            steps=params.steps, lr=params.lr, seed=params.seed, device=params.device)
+                models[name] = _load(name, jobs.get(name, []), inputs)
                 entry["source"] = "notebook 05" + (" (notebook 03 has not run)" if name == "paper" else "")
-            entry["divergence"] = divergence(models[name].history) if models[name].history else None
-            entry["parameters"] = parameter_count(models[name].net)
-        except ValueError as error:   # a non-finite loss: a divergence, reported
-            entry.update(error=str(error), divergence={"diverged": True})
-        entry["seconds"] = time.perf_counter() - start
+            history = getattr(models[name], "history", None)
+            entry["divergence"] = divergence(history) if history else None
+            if hasattr(models[name], "net"):
+                entry["parameters"] = parameter_count(models[name].net)
+        except Exception as error:   # a diverged run or a failed baseline: reported, never fatal
+            models.pop(name, None)
+            entry.update(error=f"{type(error).__name__}: {error}", divergence={"diverged": name in METHODS})
         report[name] = entry
-    mlp_params = bl.inn_parameter_count(train.latents.shape[1], GENERATOR_DEPTH)
-    for name in params.baselines:
-        start = time.perf_counter()
-        try:
-            models[name] = _train_baseline(name, inputs, params, mlp_params)
-            report[name] = {"kind": "baseline"}
-        except Exception as error:   # a baseline never stops the study
-            report[name] = {"kind": "baseline", "error": f"{type(error).__name__}: {error}"}
-        report[name]["seconds"] = time.perf_counter() - start
     return models, report
 
 
@@ -423,165 +435,7 @@ def timings_text(results: Mapping) -> str:
     return ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
 
 
-# --- figures ---------------------------------------------------------------------------------
-
-def _label(name: str) -> str:
-    return name.replace("+", "\n+").replace(" (", "\n(")
-
-
-def _bars(ax, x, width, entries, colour, label, value_labels: bool = True):
-    """Bars with 95 % interval whiskers and, above each, its value."""
-    import numpy as np
-
-    values = np.array([e["value"] if e else np.nan for e in entries])
-    lo = np.array([e["value"] - e["lo"] if e else 0 for e in entries])
-    hi = np.array([e["hi"] - e["value"] if e else 0 for e in entries])
-    ax.bar(x, values, width, color=colour, label=label, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
-    if value_labels:
-        for xi, v, h in zip(x, values, hi):
-            if np.isfinite(v):
-                ax.text(xi, v + h + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=5.5, rotation=90)
-
-
-def plot_ablation(results: Mapping):
-    """Left: all-attributes-correct rate on seen / unseen validation combinations per model (R-precision
-    and caption -> image retrieval through f^-1 without attributes), 95 % intervals, the test goals
-    dashed. Right: image -> text R@1 through f and through f^-1, the paper row's level dashed."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = results["rows"]
-    names = _models(results)
-    x = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(12.0, 1.35 * len(names) * 2), 5.4))
-    if results["ceiling"]:
-        pairs = [(f"{SEEN}/training/all_correct", "tab:blue", "seen combinations (val)"),
-                 (f"{UNSEEN}/training/all_correct", "tab:orange", "unseen combinations (compositional_val)")]
-        for (wording, kind), goal in GOALS.items():
-            if wording == "training":
-                left.axhline(goal, color="tab:blue" if kind == "seen" else "tab:orange", ls="--", lw=0.8,
-                             label=f"test goal, {kind} ({goal:.0f})")
-        left.set_ylabel("all attributes correct (%)")
-        left.set_title("text -> image: judged images generated from validation captions", fontsize=9)
-    else:
-        pairs = [("val/own/r_precision", "tab:blue", "R-precision (independent captioner)"),
-                 ("val/inv_t2i_R@1", "tab:orange", "caption -> image R@1 through f⁻¹")]
-        left.set_ylabel("percent")
-        left.set_title("text -> image on val", fontsize=9)
-    for i, (key, colour, label) in enumerate(pairs):
-        _bars(left, x + (i - 0.5) * 0.4, 0.4, [rows[n].get(key) for n in names], colour, label)
-    for i, (key, colour, label) in enumerate([("val/i2t_R@1", "tab:gray", "through f (captioning)"),
-                                              ("val/inv_i2t_R@1", "tab:olive", "through f⁻¹ (captions inverted)")]):
-        _bars(right, x + (i - 0.5) * 0.4, 0.4, [rows[n].get(key) for n in names], colour, label)
-    right.axhline(_value(rows["paper"], "val/i2t_R@1"), color="k", ls="--", lw=0.8, label="paper row, through f")
-    right.set_ylabel("image -> text R@1 (%)")
-    right.set_title("image -> text retrieval on val", fontsize=9)
-    for ax in (left, right):
-        ax.set_ylim(0, 112)   # room for the value labels above 100
-        ax.set_xticks(x)
-        ax.set_xticklabels([_label(n) for n in names], fontsize=6)
-        ax.set_xlabel("model (bars: one training seed; whiskers: 95% cluster-bootstrap interval)", fontsize=7)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-def grid_picks(inputs: Inputs, wordings: tuple[str, ...] = ("training",), per_split: int = 1,
-               typed: bool = True) -> list[tuple]:
-    """Grid columns: (text, embedding, real image or None, attributes or None, title): the typed
-    captions (data with attributes), then ``per_split`` images of every split per wording (the
-    split's own captions without attributes)."""
-    picks = []
-    if typed and inputs.attributes is not None:
-        texts = [t for t, _, _ in TYPED_CAPTIONS]
-        for (text, attrs, style), emb in zip(TYPED_CAPTIONS, inputs.train.encoder.encode(texts, progress=False)):
-            picks.append((text, emb, None, attrs, style))
-    for name, split in inputs.splits.items():
-        for wording in (wordings if split.attributes is not None else ("own",)):
-            captions = inputs.captions[name][wording]
-            first = list(dict.fromkeys(captions.image.tolist()))[:per_split if split.attributes is not None else 6]
-            for i in first:
-                j = captions.image.tolist().index(i)
-                text = captions.texts[j] or f"caption {j} of image {i}"
-                picks.append((text, captions.embeddings[j], split.images[i],
-                              None if split.attributes is None else split.attributes[i], f"{name}, {wording}"))
-    return picks
-
-
-def plot_grid(picks: list[tuple], models: Mapping[str, Any], names: list[str], decode, judge=None):
-    """Captions (columns: ``grid_picks``) -> the image each model generates (rows); the first row
-    shows the real image a caption was drawn for. Frames: the judge reads every attribute of the
-    caption's image right (green) or not (red)."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    names = [n for n in names if n in models]
-    fig, axes = plt.subplots(len(names) + 1, len(picks), figsize=(1.3 * len(picks) + 1.4, 1.3 * len(names) + 2.6),
-                             squeeze=False)
-    embeddings = torch.stack([p[1] for p in picks])
-    for r, name in enumerate([None] + names):
-        images = None if name is None else ev.decode_all(models[name], embeddings, decode)[:, 0].clamp(0, 1)
-        verdict = None
-        if images is not None and judge is not None:
-            verdict = [p is not None and pick[3] is not None and all(p[a] == pick[3][a] for a in pick[3])
-                       for p, pick in zip(judge.predict(images), picks)]
-        for c, pick in enumerate(picks):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            image = pick[2] if name is None else images[c]
-            if image is not None:
-                ax.imshow(image.float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            else:
-                ax.set_facecolor("0.92")
-                ax.text(0.5, 0.5, "typed by hand:\nno real image", ha="center", va="center", fontsize=5.5)
-            if verdict is not None:
-                for spine in ax.spines.values():
-                    spine.set_edgecolor("tab:green" if verdict[c] else "tab:red")
-                    spine.set_linewidth(2.2)
-            if r == 0:
-                ax.set_title(f"[{pick[4]}]\n" + "\n".join(textwrap.wrap(pick[0], 20)), fontsize=5.5)
-            if c == 0:
-                ax.set_ylabel("real image" if name is None else _label(name), fontsize=6)
-    fig.suptitle("caption -> image (frame: the judge reads every attribute right = green, else red)", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_partial(results: Mapping, prefix: str = f"{SEEN}/training partial"):
-    """Partial captions (keys ``prefix/...``): per omitted attribute, how much the samples for one
-    caption vary in it (0 = always the same value, 100 = as many values as the samples can show),
-    per model; and how often every stated attribute is right."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = results["rows"]
-    names = [n for n in rows if any(k.startswith(f"{prefix}/varies_") for k in rows[n])]
-    if not names:
-        raise ValueError("no partial-caption scores in these results (a dataset without attributes)")
-    attributes = sorted({k.rsplit("_", 1)[1] for n in names for k in rows[n] if k.startswith(f"{prefix}/varies_")})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        x = np.arange(len(attributes)) + (i - (len(names) - 1) / 2) * width
-        _bars(left, x, width, [rows[name].get(f"{prefix}/varies_{a}") for a in attributes], f"C{i}", name,
-              value_labels=False)
-    left.set_xticks(np.arange(len(attributes)))
-    left.set_xticklabels([f"{a} omitted" for a in attributes])
-    left.set_ylabel("variation among samples (%)")
-    left.set_ylim(0, 100)
-    left.set_title(f"does a partial caption's image vary in what it leaves out? ({prefix})", fontsize=9)
-    _bars(right, np.arange(len(names)), 0.6, [rows[n].get(f"{prefix}/stated_correct") for n in names],
-          "tab:green", "stated attributes right")
-    right.set_xticks(np.arange(len(names)))
-    right.set_xticklabels([_label(n) for n in names], fontsize=6)
-    right.set_ylabel("samples with every stated attribute right (%)")
-    right.set_ylim(0, 112)
-    right.set_title("and does it keep what it says?", fontsize=9)
-    left.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
-    fig.tight_layout()
-    return fig
+from invcap.studies.nb05_figures import grid_picks, plot_ablation, plot_grid, plot_partial  # noqa: E402,F401
 
 
 # --- README and key numbers ------------------------------------------------------------------
@@ -610,3 +464,21 @@ def _key(metric: str):
 KEY_NUMBERS = {"nb05 chosen method, val seen all-correct (%)": _key(f"{SEEN}/training/all_correct"),
                "nb05 chosen method, val unseen all-correct (%)": _key(f"{UNSEEN}/training/all_correct"),
                "nb05 chosen method, val image->text R@1 through f (%)": _key("val/i2t_R@1")}
+
+
+def training_table(report: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per trained model: seconds, where it came from, divergence or error."""
+    lines = []
+    for name, entry in report.items():
+        state = ("error: " + entry["error"]) if "error" in entry else \
+            ("diverged" if (entry.get("divergence") or {}).get("diverged") else "trained")
+        lines.append(f"{name:46s} {entry['seconds']:6.0f} s  {state}  {entry.get('source', entry['kind'])}")
+    return "\n".join(lines)
+
+
+def grid_names(results: Mapping) -> list[str]:
+    """The rows of the caption -> image grid: the chosen method, the forward-only paper, the inverse
+    loss alone, and the baselines."""
+    names = [results["selection"]["method"], "bidirectional", "paper", "two networks", "least squares",
+             "nearest neighbour"]
+    return [n for n in dict.fromkeys(names) if n in results["rows"]]
