@@ -114,6 +114,7 @@ class Model:
 
     def __init__(self, noise=0.0):
         self.noise = noise
+        self.samples = bool(noise)   # a noisy model samples; a deterministic one gets one image per caption
 
     def project(self, latents):
         return latents

@@ -132,7 +132,9 @@ class Split:
 
     @classmethod
     def from_features(cls, features) -> "Split":
-        return cls(str(features.split), features.latents, features.images, features.caption_embeddings,
+        images = features.images   # a float tensor, or a lazy uint8 view (Flickr30k): a val/test split fits
+        images = images if isinstance(images, torch.Tensor) else images.float()
+        return cls(str(features.split), features.latents, images, features.caption_embeddings,
                    None if features.attributes is None else [dict(a) for a in features.attributes])
 
     def clusters(self) -> np.ndarray:
@@ -333,8 +335,10 @@ def partial_variation(model, captions: CaptionSet, split: Split, decode: Decode,
     if captions.mentions is None or split.attributes is None:
         raise ValueError("partial_variation needs captions with mentions and a split with attributes")
     m = len(captions.texts)
-    images = decode_all(model, captions.embeddings, decode, samples=samples, seed=seed)
-    predicted = judge.predict_indices(images.reshape(m * samples, *images.shape[2:])).reshape(m, samples, -1)
+    drawn = samples if getattr(model, "samples", True) else 1   # a deterministic model: one image, S copies
+    images = decode_all(model, captions.embeddings, decode, samples=drawn, seed=seed)
+    predicted = judge.predict_indices(images.reshape(m * drawn, *images.shape[2:])).reshape(m, drawn, -1)
+    predicted = predicted.expand(m, samples, predicted.shape[2])
     names = list(judge.attributes)
     truth = [split.attributes[i] for i in captions.image.tolist()]
     clusters = split.clusters()[captions.image.numpy()]

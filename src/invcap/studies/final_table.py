@@ -379,17 +379,26 @@ KEY_NUMBERS = {"final: chosen method, test seen all-correct, training wording (%
                "final: chosen method, test unseen all-correct, held-out wording (%)": _goal_value(3)}
 
 
+def config_from(params_file: str | None, sets: Sequence[str]) -> Config:
+    """``Config`` from a parameters file's ``final_table`` section and shared entries (upper-case
+    names of its fields: SEEDS, STEP_GRID, WORKERS, ...) and ``--set NAME=VALUE`` overrides."""
+    from invcap.studies.common import params_from_namespace
+    from invcap.studies.notebooks import params_for, parse_overrides, read_params
+
+    values = params_for("final_table", read_params(params_file), parse_overrides(sets))
+    config = params_from_namespace(Config, values)
+    return replace(config, **{f: tuple(getattr(config, f)) for f in ("seeds", "step_grid", "mlp_layers", "mlp_lrs",
+                                                                     "methods")})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--step-grid", type=int, nargs="+", default=None)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--params", default=None, help="a YAML parameters file (its final_table section)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one Config field by its upper-case name, e.g. --set SEEDS=[0,1]")
     args = parser.parse_args(argv)
-    config = Config()
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in
-                 (("seeds", args.seeds), ("step_grid", args.step_grid), ("workers", args.workers)) if v is not None}
     try:
-        results = run(replace(config, **overrides))
+        results = run(config_from(args.params, args.sets))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

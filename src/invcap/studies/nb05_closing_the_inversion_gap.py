@@ -165,11 +165,11 @@ def paper_model(device: str = "cpu") -> tuple[TrainedMethod, dict[str, Any]] | N
     (``results_dir()/captioning.json``, ``invcap.studies.nb03_captioning``), or None when
     notebook 03 has not run or its network no longer matches the code and data (then the
     ``paper`` row is trained here and says so)."""
-    from invcap.studies import nb03_captioning as nb03
-
     try:
+        from invcap.studies import nb03_captioning as nb03
+
         net, results = nb03.load_network_from_results(device=device, progress=False)
-    except (FileNotFoundError, ValueError, KeyError):
+    except (ImportError, FileNotFoundError, ValueError, KeyError):
         return None
     record = results["network"]
     config = CaptioningConfig(**{**record["config"], "device": device})

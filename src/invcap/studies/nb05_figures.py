@@ -20,7 +20,7 @@ def _nb05():
     return nb05
 
 
-def label(name: str) -> str:
+def method_label(name: str) -> str:
     return name.replace("+", "\n+").replace(" (", "\n(")
 
 
@@ -75,7 +75,7 @@ def plot_ablation(results: Mapping):
     for ax in (left, right):
         ax.set_ylim(0, 112)   # room for the value labels above 100
         ax.set_xticks(x)
-        ax.set_xticklabels([label(n) for n in names], fontsize=6)
+        ax.set_xticklabels([method_label(n) for n in names], fontsize=6)
         ax.set_xlabel("model (bars: one training seed; whiskers: 95% cluster-bootstrap interval)", fontsize=7)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False)
     fig.tight_layout()
@@ -139,7 +139,7 @@ def plot_grid(picks: list[tuple], models: Mapping[str, Any], names: list[str], d
             if r == 0:
                 ax.set_title(f"[{pick[4]}]\n" + "\n".join(textwrap.wrap(pick[0], 20)), fontsize=5.5)
             if c == 0:
-                ax.set_ylabel("real image" if name is None else label(name), fontsize=6)
+                ax.set_ylabel("real image" if name is None else method_label(name), fontsize=6)
     fig.suptitle("caption -> image (frame: the judge reads every attribute right = green, else red)", fontsize=8)
     fig.tight_layout()
     return fig
@@ -174,7 +174,7 @@ def plot_partial(results: Mapping, prefix: str = "val/training partial"):
     bars(right, np.arange(len(names)), 0.6, [rows[n].get(f"{prefix}/stated_correct") for n in names],
           "tab:green", "stated attributes right")
     right.set_xticks(np.arange(len(names)))
-    right.set_xticklabels([label(n) for n in names], fontsize=6)
+    right.set_xticklabels([method_label(n) for n in names], fontsize=6)
     right.set_ylabel("samples with every stated attribute right (%)")
     right.set_ylim(0, 112)
     right.set_title("and does it keep what it says?", fontsize=9)
@@ -226,7 +226,7 @@ def plot_final(results: Mapping):
         ax.set_ylim(0, 112)
         ax.set_ylabel(label, fontsize=8)
         ax.set_xticks(x)
-        ax.set_xticklabels([label(n) for n in names], fontsize=5.5)
+        ax.set_xticklabels([method_label(n) for n in names], fontsize=5.5)
         if goal is not None or split is not None:
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
