@@ -26,7 +26,7 @@ PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 INVCAP_THREADS
 
 # generator: trains only what `python -m invcap generate` needs (data, autoencoder, features, the method
 # notebook 05 chose on validation, read from results/), a few minutes on 2 cores; caches shared with make paper.
-.PHONY: help setup paper generator test test-portable test-unit test-notebooks bench lab clean
+.PHONY: help setup paper generator test test-portable test-unit test-notebooks test-flickr30k flickr30k bench lab clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,6 +68,31 @@ test-notebooks: setup
 	@out=$${NBVAL_OUT:-$$(mktemp -d)}; mkdir -p $$out; echo "nbval artifacts -> $$out"; \
 	$(STORED) INVCAP_OUTPUT_DIR=$$out $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name $(KERNEL) \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout $(NB_TIMEOUT) $(NOTEBOOKS)
+
+# --- Flickr30k (issue 14): the whole study on a Flickr30k folder, nothing committed touched ----------
+# Notebooks 02-05 and the post-notebook studies with the parameters of ONE file (PARAMS; sections per
+# notebook), DATA_ROOT and DEVICE reaching every notebook. Executed notebooks, figures and results go
+# to OUT, caches to OUT/cache; a rerun skips finished stages and resumes from caches and checkpoints.
+DATA_ROOT ?=
+DEVICE ?= auto
+OUT ?= runs/flickr30k
+PARAMS ?= params/flickr30k.yaml
+flickr30k: setup ## the study on Flickr30k: make flickr30k DATA_ROOT=/path/to/flickr30k [DEVICE=cuda] [OUT=runs/flickr30k] [PARAMS=params/flickr30k.yaml]
+	@test -n "$(DATA_ROOT)" || { echo "usage: make flickr30k DATA_ROOT=/path/to/flickr30k [DEVICE=cuda] [OUT=runs/flickr30k]" >&2; exit 2; }
+	INVCAP_CACHE_DIR=$${INVCAP_CACHE_DIR:-$(abspath $(OUT))/cache} $(PY) -m invcap.studies.flickr30k run --params $(PARAMS) \
+	  --set DATA_ROOT=$(abspath $(DATA_ROOT)) --set DEVICE=$(DEVICE) --out $(OUT)
+
+# A 300-image rehearsal set (kept in .cache, rebuilt only when its generator changes) through
+# `make flickr30k` at tiny sizes, then a check of what it wrote (every notebook executed without an
+# error, every results file with device, data key and timings). `test` will depend on it once
+# notebook 05 runs on Flickr30k and notebooks 02-04 record data keys (NOTES.md, flickr 00:55).
+REHEARSAL_300 := .cache/rehearsal-300
+test-flickr30k: setup
+	$(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 2 || \
+	  { rm -rf $(REHEARSAL_300) && $(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 2; }
+	@out=$$(mktemp -d); echo "flickr30k rehearsal -> $$out"; \
+	$(MAKE) --no-print-directory flickr30k DATA_ROOT=$(REHEARSAL_300) PARAMS=params/flickr30k-tiny.yaml DEVICE=cpu OUT=$$out && \
+	$(PY) -m invcap.studies.flickr30k check $$out && rm -rf $$out
 
 bench: setup ## benchmarks (results/bench_*.json)
 	$(PY) -m invcap.bench

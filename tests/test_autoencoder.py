@@ -19,8 +19,14 @@ def test_flattened_latent_has_exactly_latent_dim(size):
     assert out.shape == x.shape and float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
 
 
+def test_default_latent_is_an_8x8_grid_of_384_numbers():
+    model = AutoencoderConfig().model()
+    assert model.latent_shape == (6, 8, 8) and model.latent_dim == 384   # the sentence embedding's size
+    assert ConvAutoencoder(384, 64).latent_shape == (6, 8, 8)  # Flickr30k at 64 px: one more stage
+
+
 def test_mismatch_is_an_error_naming_both_numbers():
-    with pytest.raises(ValueError, match=r"16 x 4 x 4 = 256 != latent_dim 384"):
+    with pytest.raises(ValueError, match=r"16 x 8 x 8 = 1024 != latent_dim 384"):
         ConvAutoencoder(384, 32, latent_channels=16)
     with pytest.raises(ValueError, match=r"latent_dim=100.*multiple of 16"):
         ConvAutoencoder(100, 32, downsamples=3)

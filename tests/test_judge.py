@@ -109,3 +109,19 @@ def test_judge_key_covers_config_attributes_and_code(monkeypatch):
     monkeypatch.setattr(C, "cache_key", lambda config, data=None, code=(): seen.setdefault("code", code) and "k")
     judge_key(JudgeConfig(), ATTRIBUTES)
     assert {train_judge, augment, judge_training_set, AttributeJudge, embedded.render} <= set(seen["code"])
+
+
+def test_reconstruction_ceiling_judges_the_reconstructions():
+    from invcap.judge import reconstruction_ceiling
+
+    class Dimmer(torch.nn.Module):  # a stand-in autoencoder: halves every pixel
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x):
+            return x * self.scale
+
+    images, labels = _toy_images(20, 4)
+    judge = AttributeJudge(TOY, 16, 4)
+    assert reconstruction_ceiling(judge, Dimmer(), images, labels) == judge_accuracy(judge, images * 0.5, labels)

@@ -28,14 +28,21 @@ __all__ = ["ConvAutoencoder", "AutoencoderConfig", "train_autoencoder", "load_or
            "reconstruct", "psnr", "ssim", "evaluate_reconstruction"]
 
 
+# Latent grid side the stride-2 stages aim for. At 4x4 (24 channels per cell of 8x8 pixels) the
+# decoder drew small crosses and triangles of held-out colours as round blobs (judge: 86 % of
+# unseen reconstructions all-correct); an 8x8 grid of 6 channels keeps shape as a spatial pattern
+# across cells, apart from colour in the channels, and reaches 98 % (AutoencoderConfig, issue 13).
+LATENT_GRID = 8
+
+
 def _pick_downsamples(image_size: int, latent_dim: int) -> int:
-    """Stride-2 stages that leave a latent grid of 4x4 if it fits (else the nearest size that
-    divides ``latent_dim``); 3 when nothing fits, so the constructor explains the mismatch."""
+    """Stride-2 stages that leave a latent grid of ``LATENT_GRID`` if it fits (else the nearest
+    size that divides ``latent_dim``); 3 when nothing fits, so the constructor explains the mismatch."""
     fits = [n for n in range(1, 8) if image_size % 2**n == 0
             and latent_dim % (image_size // 2**n) ** 2 == 0]
     if not fits:
         return 3
-    return min(fits, key=lambda n: (abs(math.log2(image_size // 2**n) - 2), n))
+    return min(fits, key=lambda n: (abs(math.log2(image_size // 2**n) - math.log2(LATENT_GRID)), n))
 
 
 class ConvAutoencoder(nn.Module):
@@ -126,10 +133,14 @@ class AutoencoderConfig:
 
     latent_dim: int = 384
     image_size: int = 32
-    widths: tuple[int, ...] = (16, 32, 64)  # (32, 64, 128) was 2.5x slower and no better in 12 epochs
+    # Two stride-2 stages -> a 6 x 8 x 8 latent at 32x32 (LATENT_GRID). Judge all-correct on the
+    # reconstructions of real unseen-combination images (issue 13, part 5): the old 3 stages / 4x4
+    # grid / batch 64: 86 %; 8x8 grid, batch 64: 96 or 99 % by seed; 8x8, batch 32, 15 epochs:
+    # 98.3 / 98.8 % on compositional_val / _test (10 epochs: 97.7 / 98.3 %, ~20 % faster).
+    widths: tuple[int, ...] = (16, 32)
     downsamples: int | None = None
     epochs: int = 15
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.0
     seed: int = 0
@@ -168,16 +179,22 @@ def train_autoencoder(train_images: torch.Tensor, val_images: torch.Tensor | Non
                       config: AutoencoderConfig = AutoencoderConfig(), device: str | torch.device = "auto",
                       progress: bool = True) -> tuple[ConvAutoencoder, dict[str, Any]]:
     """Train on (N, 3, H, W) images in [0, 1] with MSE; returns the model (eval mode, frozen)
-    and a history with per-epoch train and validation MSE."""
+    and a history with per-epoch train and validation MSE. uint8 pixels (a tensor or an
+    ``UInt8Images`` view) are converted one batch at a time, never as a whole split."""
+    from invcap.data.images import UInt8Images
     from invcap.progress import progress as progress_bar
     from invcap.repro import resolve_device
 
     device = resolve_device(device)
+    as_view = lambda x: UInt8Images(x) if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else x  # noqa: E731
+    train_images, val_images = as_view(train_images), as_view(val_images)
     for name, x in [("train_images", train_images), ("val_images", val_images)]:
         if x is None:
             continue
         if x.dim() != 4 or x.shape[1:] != (3, config.image_size, config.image_size):
             raise ValueError(f"{name} must be (N, 3, {config.image_size}, {config.image_size}), got {tuple(x.shape)}")
+        if isinstance(x, UInt8Images):  # in [0, 1] by construction
+            continue
         if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
             raise ValueError(f"{name} must be finite and in [0, 1]; got range [{float(x.min())}, {float(x.max())}]")
     if len(train_images) == 0:
@@ -250,7 +267,7 @@ def load_or_train_autoencoder(train_images: torch.Tensor, val_images: torch.Tens
 
 
 # What decides the trained weights besides the config and the data (the checkpoint's cache key).
-TRAINING_CODE = (_pick_downsamples, ConvAutoencoder, _batches, train_autoencoder)
+TRAINING_CODE = (_pick_downsamples, ConvAutoencoder, _batches, train_autoencoder, f"latent-grid-{LATENT_GRID}")
 
 
 # --- metrics ---------------------------------------------------------------------------------

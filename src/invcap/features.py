@@ -20,11 +20,12 @@ import torch
 
 from invcap.autoencoder import AutoencoderConfig, ConvAutoencoder, load_or_train_autoencoder
 from invcap.cache import cache_key, cached_path
-from invcap.data.flickr30k import CaptionedImages, default_transform, embedded_dataset, load_flickr30k
+from invcap.data.flickr30k import CaptionedImages, embedded_dataset, load_flickr30k
+from invcap.data.images import UInt8Images, decode_image, decode_images
 from invcap.text import DEFAULT_MODEL, SentenceEncoder
 
-__all__ = ["Features", "load_features", "get_dataset", "get_images", "get_autoencoder", "get_encoder",
-           "data_key", "autoencoder_config", "autoencoder_checkpoint"]
+__all__ = ["Features", "load_features", "get_dataset", "get_images", "encode_captions", "image_workers",
+           "get_autoencoder", "get_encoder", "data_key", "autoencoder_config", "autoencoder_checkpoint"]
 
 DATASETS = ("embedded", "flickr30k")
 
@@ -39,7 +40,7 @@ class Features:
     captions: list[list[str]]
     attributes: list[dict] | None
     filenames: list[str]
-    images: torch.Tensor  # (N, 3, H, W) in [0, 1]
+    images: UInt8Images  # (N, 3, H, W): images[i] / images[a:b] are floats in [0, 1], held as uint8
     autoencoder: ConvAutoencoder = field(repr=False)
     encoder: SentenceEncoder = field(repr=False)
     info: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -88,21 +89,44 @@ def data_key(dataset: str = "embedded", root: str | os.PathLike | None = None, i
     return f"flickr30k:{ann}:{stat.st_size}:{int(stat.st_mtime)}:{image_size}"
 
 
-def get_images(data: CaptionedImages, key: str, progress: bool = True) -> torch.Tensor:
-    """All images of ``data`` as (N, 3, H, W) floats; cached as uint8 under
-    ``cache_dir()/images`` (decoding 30k Flickr JPEGs takes minutes, reading the cache seconds)."""
+def image_workers(n_images: int) -> int:
+    """Processes that decode ``n_images`` (0: decode here): ``INVCAP_WORKERS`` if set, else every core
+    for a large folder; a few hundred images decode faster than worker processes start."""
+    if os.environ.get("INVCAP_WORKERS"):
+        return max(0, int(os.environ["INVCAP_WORKERS"]))
+    return 0 if n_images < 2000 else min(8, os.cpu_count() or 1)
+
+
+def get_images(data: CaptionedImages, key: str, progress: bool = True) -> UInt8Images:
+    """All images of ``data`` as a (N, 3, H, W) ``UInt8Images`` view (indexing gives floats in [0, 1]).
+    Decoded once, by ``image_workers`` processes, and cached as uint8 under ``cache_dir()/images``
+    (decoding 30k Flickr JPEGs takes minutes, reading the cache a second); a float copy of the
+    whole split is never made."""
     from invcap.io import save_torch_atomic
 
-    # the decoding code (loader, resize and crop) decides the pixels as much as the files do
-    path = cached_path("images", "images", cache_key({"image_size": data.image_size}, [key, data.filenames],
-                                                     [CaptionedImages, default_transform]))
+    # the decoding code (resize, crop, JPEG draft) decides the pixels as much as the files do
+    path = cached_path("images", f"images-{data.image_size}px",
+                       cache_key({"image_size": data.image_size}, [key, data.filenames], [decode_image, decode_images]))
     if path.is_file():
-        pixels = torch.load(path, weights_only=True)
+        pixels = torch.load(path, weights_only=True, mmap=True)  # mmap: pages are read as batches touch them
     else:
-        workers = 0 if len(data) < 20000 else min(8, os.cpu_count() or 1)
-        pixels = (data.stack_images(num_workers=workers, progress=progress) * 255).round().to(torch.uint8)
+        pixels = data.decode(workers=image_workers(len(data)), progress=progress)
         save_torch_atomic(pixels, path)
-    return pixels.float() / 255
+    return UInt8Images(pixels)
+
+
+def encode_captions(encoder: SentenceEncoder, texts: list[str], chunk: int = 8192, progress: bool = True
+                    ) -> torch.Tensor:
+    """(N, d) embeddings of ``texts`` in chunks through the encoder's cache, with one progress line:
+    each chunk is written to the cache as it is encoded, so a killed run resumes where it stopped."""
+    from invcap.progress import progress as bar
+
+    out = torch.empty(len(texts), encoder.dim)
+    with bar(total=len(texts), desc="encoding captions", unit="caption", disable=not progress) as shown:
+        for start in range(0, len(texts), chunk):
+            out[start:start + chunk] = encoder.encode(texts[start:start + chunk], progress=False)
+            shown.update(len(texts[start:start + chunk]))
+    return out
 
 
 _ENCODERS: dict[tuple[str, str], SentenceEncoder] = {}
@@ -201,7 +225,7 @@ def load_features(split: str | None, dataset: str = "embedded", root: str | os.P
         latents, embeddings = cached["latents"], cached["caption_embeddings"]
     else:
         latents = _encode_images(autoencoder, images)
-        flat = encoder.encode([c for caps in captions for c in caps], progress=progress)
+        flat = encode_captions(encoder, [c for caps in captions for c in caps], progress=progress)
         embeddings = flat.view(len(captions), k, encoder.dim)
         save_torch_atomic({"latents": latents, "caption_embeddings": embeddings}, path)
     info = {"dataset": dataset, "data_key": key, "image_size": image_size, "seed": seed, "model": model,

@@ -25,7 +25,7 @@ from torch import nn
 from invcap.inversion import attribute_accuracy, finite_mask
 
 __all__ = ["AttributeJudge", "JudgeConfig", "encode_labels", "judge_training_set", "augment", "train_judge",
-           "load_or_train_judge", "judge_accuracy", "judge_key"]
+           "load_or_train_judge", "judge_accuracy", "judge_key", "reconstruction_ceiling"]
 
 JUDGE_FORMAT = 2
 
@@ -261,3 +261,12 @@ def judge_accuracy(judge: AttributeJudge, images: torch.Tensor,
     if images.shape[0] != len(attribute_dicts):
         raise ValueError(f"{images.shape[0]} images but {len(attribute_dicts)} attribute dicts")
     return attribute_accuracy(judge.predict(images), [dict(a) for a in attribute_dicts])
+
+
+def reconstruction_ceiling(judge: AttributeJudge, autoencoder, images: torch.Tensor,
+                           attribute_dicts: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """``judge_accuracy`` of the autoencoder's reconstructions of real ``images``: the best any
+    generator that decodes through this autoencoder can score (its ceiling), in percent."""
+    from invcap.autoencoder import reconstruct
+
+    return judge_accuracy(judge, reconstruct(autoencoder, images), attribute_dicts)

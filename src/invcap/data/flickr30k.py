@@ -232,6 +232,33 @@ class _ImagesOnly(Dataset):
         return self.data.load_image(index)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One warning per distinct message and process: a notebook loads the same split many times."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=4)  # the caller of load_flickr30k
+
+
+def _checked(folder: Path, filenames: list[str], mode: str, split: str | None, progress: bool
+             ) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(usable file names, skipped, converted), with one warning each for skipped and converted files."""
+    if mode == "none":
+        return filenames, {}, {}
+    skipped, converted = check_image_files(folder, filenames, mode, progress)
+    where = f"{folder}" + (f" (split {split})" if split else "")
+    if skipped:
+        _warn_once(f"skipped {len(skipped)} of {len(filenames)} images under {where}: {tally(skipped)} "
+                   f"(see .skipped); e.g. {next(iter(skipped.items()))}")
+        filenames = [f for f in filenames if f not in skipped]
+    if converted:
+        _warn_once(f"converted {len(converted)} of {len(filenames)} images under {where} to RGB: "
+                   f"{tally(converted)} (see .converted)")
+    return filenames, skipped, converted
+
+
 def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size: int = 32,
                    transform: Callable | None = None, check_images: str = "header",
                    progress: bool = True) -> CaptionedImages:
@@ -273,18 +300,7 @@ def load_flickr30k(root: str | os.PathLike, split: str | None = None, image_size
         filenames = [f for f in filenames if split_of[f] == split]
 
     folder = _find_image_folder(root, annotation, filenames)
-    skipped: dict[str, str] = {}
-    converted: dict[str, str] = {}
-    if check_images != "none":
-        skipped, converted = check_image_files(folder, filenames, check_images, progress)
-        where = f"{folder}" + (f" (split {split})" if split else "")
-        if skipped:
-            warnings.warn(f"skipped {len(skipped)} of {len(filenames)} images under {where}: {tally(skipped)} "
-                          f"(see .skipped); e.g. {next(iter(skipped.items()))}", stacklevel=2)
-            filenames = [f for f in filenames if f not in skipped]
-        if converted:
-            warnings.warn(f"converted {len(converted)} of {len(filenames)} images under {where} to RGB: "
-                          f"{tally(converted)} (see .converted)", stacklevel=2)
+    filenames, skipped, converted = _checked(folder, filenames, check_images, split, progress)
 
     attributes = None
     attr_file = annotation.parent / "attributes.json"

@@ -173,60 +173,59 @@ def decode_images(folder: Path, filenames: Sequence[str], image_size: int, worke
     return out
 
 
-class UInt8Images:
-    """A read-only float view of (N, 3, H, W) uint8 pixels: ``view[i]`` and ``view[a:b]`` are float
-    tensors in [0, 1], converted only for the rows asked for, so a split of 29,000 images costs its
-    uint8 bytes (356 MB at 64 px) rather than four times that in float. Any torch function or tensor
-    method not defined here (``torch.stack``, ``.double()``, ...) works on the whole split converted
-    for that one call: fine for val/test, avoid it on a training split."""
+class UInt8Images(torch.Tensor):
+    """(N, 3, H, W) images stored as uint8 that behave as floats in [0, 1]: ``view[i]`` and
+    ``view[a:b]`` convert only the rows asked for, so a split of 29,000 images costs its uint8 bytes
+    (356 MB at 64 px) rather than four times that in float. It is a ``torch.Tensor`` (``isinstance``
+    checks pass; ``shape``, ``len``, ``dim``, ``device`` answer without converting; ``dtype`` says
+    float32, what every operation sees). Any other operation on the whole view (``torch.stack``,
+    ``.double()``, a network call) converts the whole split for that one call: fine for val/test,
+    avoid it on a training split. ``.to(device)`` moves the uint8 bytes and stays lazy."""
 
-    def __init__(self, pixels: torch.Tensor):
-        if pixels.dtype != torch.uint8 or pixels.dim() != 4:
-            raise ValueError(f"expected (N, C, H, W) uint8 pixels, got {pixels.dtype} {tuple(pixels.shape)}")
-        self.pixels = pixels
+    @staticmethod
+    def __new__(cls, pixels: torch.Tensor) -> "UInt8Images":
+        if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.dim() != 4:
+            got = f"{pixels.dtype} {tuple(pixels.shape)}" if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+            raise ValueError(f"expected (N, C, H, W) uint8 pixels, got {got}")
+        return torch.Tensor._make_subclass(cls, pixels.as_subclass(torch.Tensor) if isinstance(pixels, cls) else pixels)
 
-    shape = property(lambda self: self.pixels.shape)
-    device = property(lambda self: self.pixels.device)
-    dtype = torch.float32
-    ndim = property(lambda self: self.pixels.dim())
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The stored uint8 tensor (no copy)."""
+        with torch._C.DisableTorchFunctionSubclass():
+            return self.as_subclass(torch.Tensor)
 
-    def __len__(self) -> int:
-        return len(self.pixels)
-
-    def dim(self) -> int:
-        return self.pixels.dim()
-
-    def size(self, dim: int | None = None):
-        return self.pixels.size() if dim is None else self.pixels.size(dim)
-
-    def __getitem__(self, index) -> torch.Tensor:
-        return self.pixels[index].float().div_(255)
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    def float(self) -> torch.Tensor:
+    def as_float(self) -> torch.Tensor:
         """The whole split in float (a copy of four times the uint8 size)."""
         return self.pixels.float().div_(255)
 
-    def to(self, *args, **kwargs):
-        """Moving keeps the view lazy (``.to("cuda")`` moves the uint8 bytes); a dtype converts."""
-        dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
-        if dtype is not None:
-            return self.float().to(*args, **kwargs)
-        return UInt8Images(self.pixels.to(*args, **kwargs))
-
-    def cpu(self) -> "UInt8Images":
-        return self.to("cpu")
-
-    def __getattr__(self, name: str):
-        return getattr(self.float(), name)  # rare whole-split use: convert for this call
-
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        convert = lambda v: v.float() if isinstance(v, UInt8Images) else (  # noqa: E731
+        kwargs = kwargs or {}
+        if func in _RAW:  # answered from the uint8 tensor, no conversion
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        if func is _DTYPE:
+            return torch.float32
+        if func is torch.Tensor.__getitem__:
+            return args[0].pixels[args[1]].float().div_(255)
+        if func in _MOVES and not any(isinstance(a, torch.dtype) for a in (*args, *kwargs.values())) \
+                and not kwargs.get("dtype"):
+            with torch._C.DisableTorchFunctionSubclass():
+                moved = func(args[0].pixels, *args[1:], **kwargs)
+            return UInt8Images(moved)
+        convert = lambda v: v.as_float() if isinstance(v, UInt8Images) else (  # noqa: E731
             type(v)(convert(x) for x in v) if isinstance(v, (list, tuple)) else v)
-        return func(*convert(tuple(args)), **{k: convert(v) for k, v in (kwargs or {}).items()})
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*convert(tuple(args)), **{k: convert(v) for k, v in kwargs.items()})
 
-    def __repr__(self) -> str:
-        return f"UInt8Images({tuple(self.shape)}, {self.pixels.device})"
+    def __repr__(self, *args, **kwargs) -> str:
+        return f"UInt8Images(shape={tuple(self.shape)}, device={self.device}, stored as uint8)"
+
+
+_RAW = {torch.Tensor.dim, torch.Tensor.size, torch.Tensor.__len__, torch.Tensor.numel, torch.Tensor.nelement,
+        torch.Tensor.shape.__get__, torch.Tensor.ndim.__get__, torch.Tensor.device.__get__,
+        torch.Tensor.is_cuda.__get__, torch.Tensor.requires_grad.__get__, torch.Tensor.grad_fn.__get__,
+        torch.Tensor.is_sparse.__get__, torch.Tensor.layout.__get__}
+_DTYPE = torch.Tensor.dtype.__get__
+_MOVES = {torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.contiguous}

@@ -36,6 +36,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -351,18 +352,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _draw_chunk(args: tuple[RehearsalConfig, str, list[tuple[int, str, str | None]]]) -> int:
-    """Worker: draw and write the images of one chunk that are not on disk yet; returns their count."""
+def _draw_chunk(args: tuple[RehearsalConfig, str, list[tuple[int, str, str | None]]]) -> tuple[int, dict[int, list[str]]]:
+    """Worker: draw and write the images of one chunk that are not on disk yet, and caption every image
+    of the chunk; returns (images written, index -> captions)."""
     config, folder, items = args
-    written = 0
+    written, captions = 0, {}
     for index, name, fault in items:
+        sc = scene(config, index)
+        captions[index] = captions_for(config, index, sc)
         path = Path(folder) / name
         if path.exists() or fault == "missing":
             continue
-        data = _encode(render(scene(config, index)), fault, config.quality)
-        _write_atomic(path, data)
+        _write_atomic(path, _encode(render(sc), fault, config.quality))
         written += 1
-    return written
+    return written, captions
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[list]:
@@ -370,11 +373,11 @@ def _chunks(items: Sequence, size: int) -> Iterator[list]:
         yield list(items[start:start + size])
 
 
-def _annotations(config: RehearsalConfig, names: list[str], splits: list[str | None]) -> tuple[str, dict]:
+def _annotations(config: RehearsalConfig, names: list[str], splits: list[str | None], caps: list[list[str]]
+                 ) -> tuple[str, dict]:
     """(results.csv text, Karpathy JSON object)."""
     csv_lines = ["image_name| comment_number| comment"]
     images, sentid = [], 0
-    caps = [captions_for(config, i) for i in range(config.images)]
     for i in sorted(range(config.images), key=lambda i: names[i]):  # Kaggle's file is sorted by name
         for k, c in enumerate(caps[i]):
             csv_lines.append(f"{names[i]}| {k}   {c}" if (names[i], k) == (KNOWN_MALFORMED, 4)
@@ -391,6 +394,33 @@ def _annotations(config: RehearsalConfig, names: list[str], splits: list[str | N
     return "\n".join(csv_lines) + "\n", {"images": images, "dataset": "flickr30k"}
 
 
+def _draw_all(config: RehearsalConfig, folder: Path, items: list, workers: int, progress: bool
+              ) -> tuple[int, dict[int, list[str]]]:
+    """Draw every missing image with ``workers`` processes; returns (images written, index -> captions)."""
+    from invcap.progress import progress as bar
+
+    jobs = [(config, str(folder), chunk) for chunk in _chunks(items, 64)]
+    written, captions = 0, {}
+    with bar(total=config.images, desc="rehearsal images", unit="img", disable=not progress) as shown:
+        if workers == 1:
+            results: Iterator = map(_draw_chunk, jobs)
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(workers)  # spawn: safe whatever threads the parent runs
+            results = pool.imap(_draw_chunk, jobs)
+        try:
+            for job, (count, chunk_captions) in zip(jobs, results):
+                written += count
+                captions.update(chunk_captions)
+                shown.update(len(job[2]))
+        finally:
+            if workers > 1:
+                pool.close()
+                pool.join()
+    return written, captions
+
+
 def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalConfig(), workers: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Write the rehearsal set under ``out`` (see the module docstring); returns its manifest.
@@ -398,8 +428,6 @@ def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalCo
     A folder whose ``rehearsal.json`` records the same configuration is reused as it is; a folder
     holding part of a set of this configuration is completed; a folder holding anything else is an
     error (it is never overwritten)."""
-    from invcap.progress import progress as bar
-
     out = Path(out).expanduser()
     manifest_path = out / "rehearsal.json"
     wanted = {**asdict(config), "version": VERSION}
@@ -424,30 +452,13 @@ def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalCo
     fault_of = {i: f for f, indices in faults.items() for i in indices}
     items = [(i, names[i], fault_of.get(i)) for i in range(config.images)]
     workers = max(1, min(workers or os.cpu_count() or 1, 32))
-    jobs = [(config, str(folder), chunk) for chunk in _chunks(items, 64)]
-    written = 0
-    with bar(total=config.images, desc="rehearsal images", unit="img", disable=not progress) as shown:
-        if workers == 1:
-            results: Iterator[int] = map(_draw_chunk, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(workers)  # spawn: safe whatever threads the parent runs
-            results = pool.imap(_draw_chunk, jobs)
-        try:
-            for job, count in zip(jobs, results):
-                written += count
-                shown.update(len(job[2]))
-        finally:
-            if workers > 1:
-                pool.close()
-                pool.join()
+    written, captions = _draw_all(config, folder, items, workers, progress)
     draw_seconds = time.perf_counter() - start
-    csv_text, karpathy = _annotations(config, names, splits)
+    caps = [captions[i] for i in range(config.images)]
+    csv_text, karpathy = _annotations(config, names, splits, caps)
     _write_atomic(out / "flickr30k_images" / "results.csv", csv_text.encode("utf-8"))
     _write_atomic(out / "dataset_flickr30k.json", json.dumps(karpathy).encode("utf-8"))
-    words = [len(_tokens(c)) for i in range(0, config.images, max(1, config.images // 2000))
-             for c in captions_for(config, i)]
+    words = [len(_tokens(c)) for cs in caps for c in cs]
     manifest = {
         "config": wanted,
         "counts": {"images_listed": config.images, "images_on_disk": config.images - len(faults["missing"]),
@@ -457,6 +468,8 @@ def make_rehearsal(out: str | os.PathLike, config: RehearsalConfig = RehearsalCo
         "caption_words": {"mean": float(np.mean(words)), "min": int(min(words)), "max": int(max(words))},
         "seconds": {"images": round(draw_seconds, 1), "total": round(time.perf_counter() - start, 1)},
         "workers": workers, "images_written_this_run": written,
+        "peak_rss_mb": round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024),  # KiB on Linux
     }
     _write_atomic(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())  # last: marks the set complete
     return {**manifest, "reused": False}

@@ -1,0 +1,223 @@
+"""The full-size rehearsal: 31,783 Flickr30k-shaped photos through ``make flickr30k``, timed and measured.
+
+    python -m invcap.studies.flickr30k_rehearsal measure [--images 31783] [--params params/flickr30k-cpu.yaml]
+        [--work /tmp/flickr30k-rehearsal] [--workers 2] [--device cpu]
+
+1. writes the rehearsal set (``invcap.data.rehearsal``) under ``WORK/data`` (reused when complete);
+2. runs every stage of ``make flickr30k`` on it (``invcap.studies.flickr30k.run_stages``: image decode,
+   caption encoding, notebooks 02-05, the post-notebook studies) into ``WORK/out`` with caches in
+   ``WORK/out/cache``, each stage in its own process, its wall time and peak resident memory (its
+   children included) read from the kernel's accounting;
+3. writes ``results/flickr30k_rehearsal.json``: every stage's seconds and peak memory, the goal (peak
+   <= 8 GB), how much training was shortened for the CPU (the parameters file against
+   ``params/flickr30k.yaml``), and a projection for one GPU whose assumptions are written beside it.
+
+``README_BLOCKS["flickr30k-rehearsal"]`` renders the README's table from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["measure", "results_name", "render_block", "projection", "README_BLOCKS", "KEY_NUMBERS", "RESULTS_FILE",
+           "GOAL_PEAK_MB"]
+
+RESULTS_FILE = "flickr30k_rehearsal.json"
+GOAL_PEAK_MB = 8 * 1024
+FULL_PARAMS = "params/flickr30k.yaml"
+LABELS = {"rehearsal": "rehearsal generation", "images": "image decode into the uint8 cache",
+          "captions": "caption encoding (embedding cache)", "02_autoencoder": "notebook 02: autoencoder",
+          "03_captioning": "notebook 03: captioning", "04_inversion_analysis": "notebook 04: inversion analysis",
+          "05_closing_the_inversion_gap": "notebook 05: closing the inversion gap",
+          "invcap.studies.final_table": "post-notebook studies (final table)"}
+# Which parameter sets each stage's length, to scale CPU seconds to the full-length run.
+LENGTH_KNOBS = {"02_autoencoder": "EPOCHS", "03_captioning": "STEPS", "05_closing_the_inversion_gap": "STEPS"}
+# Assumed speed-up of one H200 GPU (with the 16 cores beside it) over this 2-core CPU, per stage. These
+# are assumptions, not measurements: no GPU was lent when this was written (scripts/gpu_rehearsal.sh
+# measures them when one is).
+GPU_ASSUMPTIONS = {
+    "rehearsal": (8.0, "CPU-bound drawing and JPEG encoding, parallel: 16 cores instead of 2"),
+    "images": (6.0, "CPU-bound JPEG decoding by 8 workers instead of 2 (image_workers caps at 8)"),
+    "captions": (20.0, "MiniLM-L6 on a GPU encodes ~20x faster than on 2 CPU threads"),
+    "02_autoencoder": (30.0, "a small conv autoencoder at 64 px, batch 64: ~30x on a GPU"),
+    "03_captioning": (8.0, "384-wide LU network, batch 256: launch-bound on a GPU, ~8x"),
+    "04_inversion_analysis": (3.0, "float64 Jacobians/SVDs and sweeps on 1,000 test images, much CPU-side work"),
+    "05_closing_the_inversion_gap": (8.0, "the same LU networks as notebook 03, several methods"),
+    "invcap.studies.final_table": (8.0, "the same LU networks, several methods and seeds"),
+}
+FINAL_TABLE_DEFAULTS = {"SEEDS": [0, 1, 2], "STEP_GRID": [1000, 2000, 3000]}  # final_table.Config's
+STARTUP_SECONDS = 10.0  # a process start (Python, torch, a Jupyter kernel): not faster on a GPU
+
+
+def _lengths(params_file: Path) -> dict[str, dict[str, Any]]:
+    """stage -> {knob, cpu, full, ratio} for the stages whose length a parameter sets."""
+    from invcap.io import repo_root
+    from invcap.studies.notebooks import params_for, read_params
+
+    short, full = read_params(params_file), read_params(repo_root() / FULL_PARAMS)
+    out = {}
+    for stage, knob in LENGTH_KNOBS.items():
+        a, b = params_for(stage, short).get(knob), params_for(stage, full).get(knob)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0:
+            out[stage] = {"knob": knob, "cpu": a, "full": b, "ratio": b / a}
+    # the final table trains every method once per seed and per step count of its grid
+    work = lambda p: len(p.get("SEEDS", FINAL_TABLE_DEFAULTS["SEEDS"])) * sum(  # noqa: E731
+        p.get("STEP_GRID", FINAL_TABLE_DEFAULTS["STEP_GRID"]))
+    a, b = work(params_for("final_table", short)), work(params_for("final_table", full))
+    if a > 0 and a != b:
+        out["invcap.studies.final_table"] = {"knob": "seeds x sum(STEP_GRID)", "cpu": a, "full": b, "ratio": b / a}
+    return out
+
+
+def projection(stages: Mapping[str, Mapping[str, Any]], lengths: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Projected seconds per stage on one GPU at the full training lengths: a process start, plus
+    the measured CPU remainder scaled by (full length / CPU length) and divided by the assumed speed-up."""
+    out = {}
+    for stage, row in stages.items():
+        if "seconds" not in row or stage not in GPU_ASSUMPTIONS:
+            continue
+        speedup = GPU_ASSUMPTIONS[stage][0]
+        ratio = lengths.get(stage, {}).get("ratio", 1.0)
+        work = max(0.0, row["seconds"] - STARTUP_SECONDS)
+        out[stage] = round(STARTUP_SECONDS + work * ratio / speedup, 1)
+    return out
+
+
+def results_name(images: int, device: str) -> str:
+    """``flickr30k_rehearsal.json`` for the full-size CPU run the README shows, ``..._cuda.json`` for a
+    GPU run, ``..._<images>.json`` for a smaller one (a trial never overwrites the measurement)."""
+    if str(device).startswith("cuda"):
+        return "flickr30k_rehearsal_cuda.json" if images == 31783 else f"flickr30k_rehearsal_cuda_{images}.json"
+    return RESULTS_FILE if images == 31783 else f"flickr30k_rehearsal_{images}.json"
+
+
+def measure(images: int, params_file: str | Path, work: str | Path, workers: int = 2,
+            device: str = "cpu", force: bool = False, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Steps 1-3 of the module docstring; returns what it wrote to ``results/flickr30k_rehearsal.json``."""
+    import os
+
+    from invcap.io import results_dir, write_json_atomic
+    from invcap.repro import run_record
+    from invcap.studies.flickr30k import STAGES, run_child, run_stages
+
+    params_file, work = Path(params_file).resolve(), Path(work).resolve()
+    data, out = work / "data", work / "out"
+    stages: dict[str, dict[str, Any]] = {}
+    existed = (data / "rehearsal.json").is_file()
+    code, seconds, peak = run_child([sys.executable, "-m", "invcap.data.rehearsal", str(data), "--images",
+                                     str(images), "--workers", str(workers)], env={"INVCAP_PROGRESS": "final"})
+    if code != 0:
+        raise RuntimeError(f"rehearsal generation failed (exit {code})")
+    manifest = json.loads((data / "rehearsal.json").read_text())
+    if existed:  # generated by an earlier measurement: its own recorded time, its memory unknown here
+        stages["rehearsal"] = {"status": "done", "seconds": manifest["seconds"]["total"],
+                               "peak_rss_mb": manifest.get("peak_rss_mb"), "reused_from_earlier_run": True}
+    else:
+        stages["rehearsal"] = {"status": "done", "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
+    os.environ.setdefault("INVCAP_CACHE_DIR", str(out / "cache"))
+    record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force,
+                        stages=only or STAGES)
+    stages.update({k: {kk: v[kk] for kk in ("status", "seconds", "peak_rss_mb") if kk in v}
+                   for k, v in record["stages"].items()})
+    lengths = _lengths(params_file)
+    done = [s for s in stages.values() if s.get("seconds") is not None]
+    peaks = [s["peak_rss_mb"] for s in done if s.get("peak_rss_mb")]
+    result = {
+        "run": run_record({"images": images, "params_file": str(params_file.name), "workers": workers},
+                          0, device, data=record["run"]["data"], timings={k: v["seconds"] for k, v in stages.items()
+                                                                         if v.get("seconds") is not None}),
+        "images": images, "captions": manifest["counts"]["captions"], "rehearsal": manifest["counts"],
+        "stages": stages, "total_seconds": round(sum(s["seconds"] for s in done), 1),
+        "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
+        "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB,
+        "shortened": lengths, "image_size": record["run"]["config"].get("IMAGE_SIZE"),
+        "gpu_projection_seconds": projection(stages, lengths),
+        "gpu_assumptions": {k: {"speedup": v[0], "why": v[1]} for k, v in GPU_ASSUMPTIONS.items()},
+        "gpu_startup_seconds": STARTUP_SECONDS, "gpu_measured": None,
+    }
+    write_json_atomic(results_dir() / results_name(images, device), result)
+    return result
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def render_block(results: Path) -> str:
+    """The README table: stage, CPU wall time, peak memory, projected GPU time at full lengths."""
+    path = Path(results) / RESULTS_FILE
+    if not path.is_file():
+        return "_Not measured yet: `python -m invcap.studies.flickr30k_rehearsal measure` writes results/flickr30k_rehearsal.json._"
+    r = json.loads(path.read_text())
+    proj = r.get("gpu_projection_seconds", {})
+    lines = [f"Measured on {r['run']['device'].get('name', 'cpu')} ({r['run']['device'].get('threads')} threads), "
+             f"{r['images']:,} images / {r['captions']:,} captions at {r.get('image_size')} px, "
+             f"commit `{r['run']['git_commit'][:10]}`:", "",
+             "| stage | CPU wall time | peak memory | projected, one GPU, full lengths |", "|---|---|---|---|"]
+    for stage, row in r["stages"].items():
+        peak = f"{row['peak_rss_mb'] / 1024:.1f} GB" if row.get("peak_rss_mb") else "-"
+        status = "" if row.get("status") in ("done", None) else f" ({row['status']})"
+        lines.append(f"| {LABELS.get(stage, stage)}{status} | {_fmt_s(row.get('seconds'))} | {peak} | "
+                     f"{_fmt_s(proj.get(stage))} |")
+    total_proj = sum(proj.values())
+    peak = r.get("peak_rss_mb")
+    lines.append(f"| **total** | **{_fmt_s(r['total_seconds'])}** | **{peak / 1024:.1f} GB** | **{_fmt_s(total_proj)}** |"
+                 if peak else f"| **total** | **{_fmt_s(r['total_seconds'])}** | - | **{_fmt_s(total_proj)}** |")
+    short = "; ".join(f"{LABELS.get(s, s)}: {v['knob']} {v['cpu']:g} instead of {v['full']:g}"
+                      for s, v in r.get("shortened", {}).items())
+    verdict = (f"Peak memory {peak / 1024:.1f} GB (the largest of the stages measured): goal (at most {r['goal_peak_rss_mb'] / 1024:.0f} GB) "
+               f"{'met' if r['goal_met'] else 'missed by ' + format((peak - r['goal_peak_rss_mb']) / 1024, '.1f') + ' GB'}."
+               if peak else "Peak memory not measured.")
+    from invcap.studies.flickr30k import STAGES
+
+    missing = [LABELS.get(st, st) for st in STAGES if st not in r["stages"]]
+    lines += ["", f"Training shortened for the CPU: {short or 'nothing'}. {verdict}"
+              + (f" **Not measured yet at full size:** {', '.join(missing)}." if missing else ""),
+              "The GPU column is a projection, not a measurement (no GPU was lent): a process start "
+              f"({r.get('gpu_startup_seconds', STARTUP_SECONDS):.0f} s) plus the CPU time scaled to the full lengths "
+              "and divided by an assumed speed-up per stage (listed in the results file)."]
+    return "\n".join(lines)
+
+
+README_BLOCKS = {"flickr30k-rehearsal": render_block}
+KEY_NUMBERS: dict = {}  # a timing study: nothing here should agree across numeric paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    m = commands.add_parser("measure", help="generate, run every stage, write results/flickr30k_rehearsal.json")
+    m.add_argument("--images", type=int, default=31783)
+    m.add_argument("--params", default="params/flickr30k-cpu.yaml")
+    m.add_argument("--work", default="/tmp/flickr30k-rehearsal")
+    m.add_argument("--workers", type=int, default=2)
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    m.add_argument("--stages", default=None, help="comma-separated subset of the stages (default: all); a later "
+                   "call without it runs the rest, skipping those that finished")
+    commands.add_parser("render", help="print the README block from results/")
+    args = parser.parse_args(argv)
+    if args.command == "render":
+        from invcap.io import results_dir
+
+        print(render_block(results_dir()))
+        return 0
+    try:
+        result = measure(args.images, args.params, args.work, args.workers, args.device, args.force,
+                         args.stages.split(",") if args.stages else None)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote results/{results_name(args.images, args.device)}: total {_fmt_s(result['total_seconds'])}, "
+          f"peak {result['peak_rss_mb']} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
