@@ -9,8 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_results_file_has_run_record_and_goal():
     record = json.loads((ROOT / "results" / "autoencoder.json").read_text())
-    for key in ("config", "seed", "versions", "device", "git_commit", "metrics"):
-        assert key in record
+    for key in ("config", "seed", "versions", "device", "git_commit", "timings"):
+        assert key in record["run"]
+    assert "metrics" in record
     assert record["latent_dim"] == record["embedding_dim"] == 384
     assert record["latent_shape"][0] * record["latent_shape"][1] * record["latent_shape"][2] == 384
     test = record["metrics"]["test"]

@@ -202,10 +202,11 @@ def test_notebook_03_results():
     results = json.loads((ROOT / "results" / "captioning.json").read_text())
     assert {"config", "seed", "versions", "device", "git_commit"} <= set(results["run"])
     for split in ("train", "test"):
-        for model in ("invertible f", "OLS baseline"):
+        for model in ("invertible f", "least squares"):
             e = results["embedding_error"][split][model]
             assert 0 < e["mse_mean_caption"] < e["mse_per_caption"]
-    for model in ("invertible f", "OLS baseline"):
+    assert "ridge" in results["least_squares"] and Path(results["network"]["checkpoint"]).name.startswith("captioning-")
+    for model in ("invertible f", "least squares"):
         for direction in ("i2t", "t2i"):
             r = results["retrieval"][model][direction]
             assert 0 <= r["R@1"] <= r["R@5"] <= r["R@10"] <= 100 and r["median_rank"] >= 1

@@ -9,7 +9,7 @@ import torch
 
 from invcap.inn import InvertibleMLP
 from invcap.inversion import (amplification, attribute_accuracy, check_captions, check_images,
-                              conditioning_summary, generate, image_scores, jacobian_gains,
+                              conditioning_record, generate, image_scores, jacobian_gains,
                               nearest_neighbour_attributes, noise_sweep, psnr, ssim)
 
 D = 12
@@ -156,9 +156,9 @@ def test_generate_checks_captions_and_reports_nonfinite():
         generate(net, lambda t: torch.zeros(len(t), D + 1), _decode, ["a red circle"])
 
 
-def test_conditioning_summary_and_bound_consistency():
+def test_conditioning_record_and_bound_consistency():
     net = _net()
-    summary = conditioning_summary(net)
+    summary = conditioning_record(net)
     assert len(summary["layers"]) == 3
     expected = math.prod(1 / layer["sigma_min"] for layer in summary["layers"]) * 2.0 ** 2
     assert summary["inverse_lipschitz_bound"] == pytest.approx(expected, rel=1e-9)

@@ -284,11 +284,10 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return (10.0 * torch.log10(data_range**2 / mse)).float()
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
     coords = torch.arange(size, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-coords**2 / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11,
@@ -300,11 +299,15 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
     if min(x.shape[-2:]) < window:
         raise ValueError(f"images of {tuple(x.shape[-2:])} pixels are smaller than the SSIM window {window}")
     x, y = x.double(), y.double()
-    c = x.shape[1]
-    w = _gaussian_window(window, sigma, x.dtype).expand(c, 1, window, window).contiguous()
-    blur = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731 - "valid" positions only, like skimage's crop
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    # The Gaussian window is separable: a row pass and a column pass (11x fewer multiplications
+    # than the 2-D window, which dominated notebook 04's noise sweep), over all five moments at once.
+    g = _gaussian_1d(window, sigma, x.dtype)
+    moments = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    m = moments.shape[1]
+    blurred = F.conv2d(moments, g.view(1, 1, 1, window).expand(m, 1, 1, window).contiguous(), groups=m)
+    blurred = F.conv2d(blurred, g.view(1, 1, window, 1).expand(m, 1, window, 1).contiguous(), groups=m)
+    mx, my, exx, eyy, exy = blurred.chunk(5, dim=1)   # "valid" positions only, like skimage's crop
+    vx, vy, cxy = exx - mx**2, eyy - my**2, exy - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).float()

@@ -40,7 +40,7 @@ from invcap.repro import resolve_device
 
 __all__ = ["CaptioningConfig", "CaptioningRun", "build_network", "train_captioning", "predict",
            "invert", "checkpoint_path", "caption_targets", "LeastSquares", "fit_least_squares",
-           "check_pair", "load_network", "embedding_errors", "label_mean_predictor", "plot_history", "plot_retrieved_captions"]
+           "check_pair", "load_network", "embedding_errors", "label_mean_predictor", "TRAINING_CODE"]
 
 ExtraLoss = Callable[[InvertibleMLP, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 TARGETS = ("sample", "mean")
@@ -412,7 +412,7 @@ def fit_least_squares(latents: torch.Tensor, targets: torch.Tensor, ridge: float
     return LeastSquares(weight=weight, bias=y_mean - z_mean @ weight, ridge=float(ridge), penalty=penalty)
 
 
-# --- evaluation and figures ----------------------------------------------------------------
+# --- evaluation ----------------------------------------------------------------
 
 def label_mean_predictor(labels: list, caption_embeddings: torch.Tensor, query_labels: list) -> torch.Tensor:
     """An oracle reference: for every query, the mean caption embedding of all training images
@@ -452,62 +452,6 @@ def embedding_errors(pred: torch.Tensor, caption_embeddings: torch.Tensor) -> di
             "caption_spread_mse": float(((y - mean[:, None]) ** 2).mean()),
             "cosine_mean_caption": float(cos(p, mean, dim=1).mean()),
             "cosine_per_caption": float(cos(p[:, None].expand_as(y), y, dim=2).mean())}
-
-
-def plot_history(history: dict[str, list[float]], floor: float | None = None, smooth: int = 50):
-    """Training MSE per step (and its running mean over ``smooth`` steps), validation MSE, and
-    an optional horizontal floor, on a log scale. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    mse = torch.tensor(history["mse"], dtype=torch.float64)
-    steps = torch.arange(1, len(mse) + 1)
-    ax.plot(steps, mse, color="tab:blue", alpha=0.25, lw=0.6, label="train MSE (one batch)")
-    if len(mse) >= smooth:
-        running = torch.nn.functional.avg_pool1d(mse[None, None], smooth, stride=1)[0, 0]
-        ax.plot(steps[smooth - 1:], running, color="tab:blue", lw=1.5, label=f"train MSE ({smooth}-step mean)")
-    if history.get("val_step"):
-        ax.plot(history["val_step"], history["val_mse"], "o-", color="tab:orange", ms=3,
-                label="validation MSE to mean caption")
-    if "inverse_mse" in history:
-        ax.plot(steps, history["inverse_mse"], color="tab:green", alpha=0.5, lw=0.8, label="inverse MSE")
-    if floor is not None:
-        ax.axhline(floor, color="gray", ls="--", lw=1, label="caption spread (floor vs one caption)")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("MSE per coordinate (embedding units²)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    return fig
-
-
-def plot_retrieved_captions(images: torch.Tensor, retrieved: list[list[str]], correct: list[list[bool]],
-                            truth: list[str] | None = None, width: int = 100):
-    """One row per image: the image and its retrieved captions (best first, marked correct or
-    wrong). Returns the figure."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    from invcap.inversion import check_images
-
-    check_images(images, "images to show")
-    n = images.shape[0]
-    fig, axes = plt.subplots(n, 2, figsize=(10, 1.2 * n), gridspec_kw={"width_ratios": [1, 8]})
-    axes = axes.reshape(n, 2)
-    for i in range(n):
-        axes[i, 0].imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy())
-        axes[i, 0].axis("off")
-        lines = []
-        if truth is not None:
-            lines.append("true: " + textwrap.shorten(truth[i], width))
-        for rank, (caption, ok) in enumerate(zip(retrieved[i], correct[i]), 1):
-            lines.append(f"{rank}. [{'ok' if ok else 'wrong'}] " + textwrap.shorten(caption, width))
-        axes[i, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
-        axes[i, 1].axis("off")
-    fig.tight_layout()
-    return fig
 
 
 # What decides a trained network besides its config and data: the checkpoint key covers the

@@ -26,9 +26,8 @@ from invcap.inn import InvertibleMLP, in_precision
 from invcap.text import check_texts
 
 __all__ = ["check_captions", "check_images", "finite_mask", "Generation", "generate", "psnr", "ssim", "image_scores",
-           "noise_sweep", "amplification", "jacobian_gains", "conditioning_summary",
-           "nearest_neighbour_attributes", "attribute_accuracy", "directional_gains", "volume_contraction", "plot_image_rows", "plot_noise_sweep",
-           "plot_conditioning"]
+           "noise_sweep", "amplification", "jacobian_gains", "conditioning_record",
+           "nearest_neighbour_attributes", "attribute_accuracy", "directional_gains", "volume_contraction", "spearman"]
 
 Decode = Callable[[torch.Tensor], torch.Tensor]
 Encode = Callable[[Sequence[str]], torch.Tensor]
@@ -182,17 +181,21 @@ def amplification(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor,
 
 
 @torch.no_grad()
-def directional_gains(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor, eps: float) -> torch.Tensor:
+def directional_gains(net: InvertibleMLP, y: torch.Tensor, directions: torch.Tensor, eps: float,
+                      rows_per_call: int = 16384) -> torch.Tensor:
     """Median over the rows of y of the amplification of f^-1 along each of the (k, d)
-    ``directions`` (float64, step ``eps``): (k,) gains."""
+    ``directions`` (float64, step ``eps``): (k,) gains. Directions are batched (every row of y
+    times a block of directions in one inversion), which is what makes 384 axes cheap."""
     if directions.dim() != 2 or directions.shape[1] != y.shape[1]:
         raise ValueError(f"directions must be (k, {y.shape[1]}), got {tuple(directions.shape)}")
     n = y.shape[0]
     net64 = in_precision(net, torch.float64)   # one copy for all directions
-    out = torch.empty(directions.shape[0], dtype=torch.float64)
-    for i, direction in enumerate(directions):
-        out[i] = amplification(net64, y, direction.expand(n, -1), eps).median()
-    return out
+    block = max(1, rows_per_call // max(n, 1))
+    out = []
+    for chunk in directions.double().split(block):
+        gains = amplification(net64, y.double().repeat(chunk.shape[0], 1), chunk.repeat_interleave(n, dim=0), eps)
+        out.append(gains.view(chunk.shape[0], n).median(dim=1).values)
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -235,13 +238,37 @@ def volume_contraction(net: InvertibleMLP, latents: torch.Tensor) -> dict[str, f
             "mean_log_abs_det": float(log_det.mean())}
 
 
-def conditioning_summary(net: InvertibleMLP) -> dict:
-    """``net.conditioning()`` as plain numbers for a results file."""
+def conditioning_record(net: InvertibleMLP) -> dict:
+    """``net.conditioning()`` as plain numbers for a results file (per-layer extreme singular
+    values and condition numbers, and the Lipschitz bounds of f and f^-1)."""
     cond = net.conditioning()
     return {"layers": cond.as_rows(), "inverse_lipschitz_bound": cond.inverse_lipschitz_bound,
             "forward_lipschitz_bound": cond.forward_lipschitz_bound,
             "max_condition_number": cond.max_condition_number,
             "log10_inverse_lipschitz_bound": math.log10(cond.inverse_lipschitz_bound)}
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks, ties sharing their average rank."""
+    values = values.double().flatten()
+    order = torch.argsort(values, stable=True)
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    unique, inverse = torch.unique(values, return_inverse=True)
+    if len(unique) < len(values):  # average the ranks within each group of ties
+        sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
+        ranks = (sums / torch.bincount(inverse, minlength=len(unique)))[inverse]
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two equally long 1-D samples (ties get average ranks)."""
+    if a.numel() != b.numel() or a.numel() < 2:
+        raise ValueError(f"spearman needs two samples of the same length >= 2, got {a.numel()} and {b.numel()}")
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float(ra.norm() * rb.norm())
+    return float(ra @ rb) / denominator if denominator > 0 else float("nan")
 
 
 # --- a simple attribute check ------------------------------------------------------------------
@@ -278,123 +305,3 @@ def attribute_accuracy(predicted: Sequence[dict | None], truth: Sequence[dict]) 
     out = {k: float(hits[:, i].mean() * 100) for i, k in enumerate(keys)}
     out["all"] = float(hits.all(axis=1).mean() * 100)
     return out
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-def _show(ax, image: torch.Tensor) -> None:
-    ax.set_xticks([]), ax.set_yticks([])
-    image = image.detach().cpu()
-    if bool(torch.isfinite(image).all()):
-        ax.imshow(image.clamp(0, 1).permute(1, 2, 0).numpy())
-    else:  # never drawn as if it were an image: a grey panel that says what happened
-        ax.set_facecolor("0.85")
-        ax.text(0.5, 0.5, "non-finite\npixels", ha="center", va="center", fontsize=7, color="darkred",
-                transform=ax.transAxes)
-
-
-def plot_image_rows(rows: dict[str, torch.Tensor], column_titles: Sequence[str] | None = None, wrap: int = 22):
-    """A grid: one row per entry of ``rows`` (label -> (N, 3, H, W) images), one column per
-    image; column titles (e.g. the captions) wrapped above the first row. Non-finite images are
-    drawn as labelled grey panels. Returns the figure."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    n = next(iter(rows.values())).shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.35 * n + 0.8, 1.45 * len(rows) + 0.9), squeeze=False)
-    for r, (label, images) in enumerate(rows.items()):
-        if images.shape[0] != n:
-            raise ValueError(f"row {label!r} has {images.shape[0]} images, expected {n}")
-        for c in range(n):
-            _show(axes[r, c], images[c])
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    if column_titles is not None:
-        for c, title in enumerate(column_titles):
-            axes[0, c].set_title("\n".join(textwrap.wrap(title, wrap)[:4]), fontsize=6.5)
-    fig.tight_layout()
-    return fig
-
-
-def plot_noise_sweep(curves: dict[str, list[dict[str, float]]], markers: dict[str, float] | None = None,
-                     points: dict[str, tuple[float, float, float]] | None = None,
-                     reference: dict[str, float] | None = None):
-    """PSNR and SSIM against the ground-truth images versus the per-coordinate noise scale
-    (log axis). ``curves``: label -> rows of ``noise_sweep`` (sigma = 0 rows are skipped on the
-    log axis). ``markers``: label -> x of a vertical line (the paper's sigma, the RMS distance
-    between y_pred and real captions). ``points``: label -> (x, psnr, ssim) drawn as stars (e.g.
-    inverting real captions). ``reference``: {"psnr", "ssim"} of the autoencoder's own
-    reconstruction, drawn as dotted lines. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ["o-", "s--", "^-."]
-    for ax, key, unit in ((axes[0], "psnr", "PSNR vs ground truth (dB)"), (axes[1], "ssim", "SSIM vs ground truth")):
-        for i, (label, rows) in enumerate(curves.items()):
-            rows = [r for r in rows if r["sigma"] > 0]
-            ax.plot([r["sigma"] for r in rows], [r[key] for r in rows], styles[i % len(styles)],
-                    color=["black", "tab:gray", "tab:brown"][i % 3], ms=3.5, label=label)
-        if reference is not None:
-            ax.axhline(reference[key], color="gray", ls=":", lw=1, label="autoencoder reconstruction decoder(z)")
-        for i, (label, x) in enumerate((markers or {}).items()):
-            ax.axvline(x, color=colours[(i + 1) % len(colours)], ls="--", lw=1.2, label=label)
-        for i, (label, (x, p, s)) in enumerate((points or {}).items()):
-            ax.plot([x], [p if key == "psnr" else s], "*", ms=12, color=colours[(i + 6) % len(colours)], label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("perturbation of the caption embedding per coordinate, σ (RMS, embedding units)")
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3, which="both")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7.5, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    return fig
-
-
-def plot_conditioning(summary: dict, ratios: dict[str, torch.Tensor],
-                      direction_gains: torch.Tensor | None = None, direction_spread: torch.Tensor | None = None):
-    """Left: sigma_min and sigma_max of every W_i (log axis). Middle: histograms of the measured
-    amplification ||dx|| / ||dy|| per kind of perturbation, with the Lipschitz bound of f^-1.
-    Right (with ``direction_gains``): the gain along each principal axis of the caption
-    embeddings, beside the embeddings' spread along that axis. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    panels = 3 if direction_gains is not None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 4.3))
-    layers = summary["layers"]
-    index = [layer["index"] + 1 for layer in layers]
-    axes[0].semilogy(index, [layer["sigma_max"] for layer in layers], "o-", label="σ_max(W_i)")
-    axes[0].semilogy(index, [layer["sigma_min"] for layer in layers], "s-", label="σ_min(W_i)")
-    for i, layer in zip(index, layers):
-        axes[0].annotate(f"κ={layer['condition_number']:.0f}", (i, layer["sigma_min"]), textcoords="offset points",
-                         xytext=(0, -12), ha="center", fontsize=7)
-    axes[0].set_xlabel("layer i")
-    axes[0].set_ylabel("singular value of W_i")
-    axes[0].set_xticks(index)
-    axes[0].legend(fontsize=8)
-    axes[0].grid(alpha=0.3, which="both")
-    values = [torch.log10(v.double()) for v in ratios.values()]
-    low = min(float(v.min()) for v in values)
-    high = max(max(float(v.max()) for v in values), math.log10(summary["inverse_lipschitz_bound"]))
-    bins = np.linspace(low - 0.1, high + 0.1, 60)
-    for label, v in zip(ratios, values):
-        axes[1].hist(v.numpy(), bins=bins, alpha=0.6, label=label)
-    axes[1].axvline(math.log10(summary["inverse_lipschitz_bound"]), color="black", ls="--",
-                    label="Lipschitz bound of f⁻¹")
-    axes[1].set_xlabel("log10 amplification ||Δx|| / ||Δy||")
-    axes[1].set_ylabel("number of test images")
-    axes[1].legend(fontsize=7)
-    axes[1].grid(alpha=0.3)
-    if direction_gains is not None:
-        k = torch.arange(1, direction_gains.shape[0] + 1)
-        axes[2].semilogy(k, direction_gains, ".", ms=3, color="tab:red", label="median gain of f⁻¹ along the axis")
-        axes[2].set_xlabel("principal axis of the caption embeddings (by decreasing spread)")
-        axes[2].set_ylabel("amplification ||Δx|| / ||Δy||", color="tab:red")
-        axes[2].grid(alpha=0.3, which="both")
-        if direction_spread is not None:
-            twin = axes[2].twinx()
-            twin.semilogy(k, direction_spread.clamp_min(1e-20), "-", color="tab:blue", lw=1.2)
-            twin.set_ylabel("std of caption embeddings along the axis", color="tab:blue")
-        axes[2].legend(fontsize=7, loc="upper center")
-    fig.tight_layout()
-    return fig
