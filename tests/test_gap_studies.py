@@ -89,10 +89,35 @@ def test_goals_state_met_and_missed_with_margins():
 def test_final_table_block_renders_from_its_results_file(tmp_path):
     chosen, scores = _final_results(diverged_seed=2)
     results = {**scores, "chosen": {"method": chosen}, "goals": ft.goals(scores, chosen, "paper (notebook 03)"),
-               "steps": {"steps": 2000, "rule": "fewest steps", "val_unseen": {"1000": 85.0, "2000": 88.0}}}
+               "steps": {"steps": 2000, "rule": "fewest steps", "val_unseen": {"1000": 85.0, "2000": 88.0}},
+               "config": {"seeds": [0, 1, 2], "step_grid": [1000, 2000]}, "run": {"timings": {"final trainings": 600.0}}}
     assert "has not run" in ft.render_table(tmp_path)
     (tmp_path / ft.RESULTS).write_text(json.dumps(results))
     block = ft.render_table(tmp_path)
     assert f"| **{chosen}** | 3 (1 diverged) |" in block and "99.0 [97.0, 100.0]" in block
-    assert "**missed**" in block and "**met**" in block and "2000 steps" in block
+    assert "**missed**" in block and "**met**" in block and "2000 steps" in block and "seeds [0, 1, 2]" in block
     assert ft.KEY_NUMBERS["final: chosen method, test seen all-correct, training wording (%)"](tmp_path) == 99.0
+
+
+def test_limitations_block_reads_the_data_modules_and_the_final_table(tmp_path):
+    block = ft.render_limitations(tmp_path)
+    assert "192 combinations" in block and "has not run yet" in block
+    (tmp_path / ft.RESULTS).write_text(json.dumps({"config": {"seeds": [0, 1, 2], "step_grid": [400, 800]},
+                                                   "steps": {"steps": 800}}))
+    assert "800 steps chosen from [400, 800]), 3 training seeds" in ft.render_limitations(tmp_path)
+
+
+def test_worker_count_follows_the_environment_and_the_parameter(monkeypatch):
+    from invcap.studies.training_jobs import default_workers
+
+    monkeypatch.delenv("INVCAP_WORKERS", raising=False)
+    monkeypatch.setenv("INVCAP_THREADS", "1")
+    assert default_workers() == 1
+    monkeypatch.setenv("INVCAP_WORKERS", "3")
+    assert default_workers() == 3
+    assert nb05.Params(workers=2).worker_count() == 2 and nb05.Params().worker_count() is None
+
+
+def test_final_table_config_from_overrides():
+    config = ft.config_from(None, ["SEEDS=[0, 1]", "STEP_GRID=[20, 40]", "WORKERS=1"])
+    assert config.seeds == (0, 1) and config.step_grid == (20, 40) and config.workers == 1

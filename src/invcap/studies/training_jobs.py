@@ -36,8 +36,10 @@ ONE_THREAD = {"INVCAP_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": 
 
 
 def default_workers() -> int:
-    """``INVCAP_WORKERS``, else the machine's cores up to 2."""
-    return int(os.environ.get("INVCAP_WORKERS", max(1, min(2, os.cpu_count() or 1))))
+    """``INVCAP_WORKERS``, else ``INVCAP_THREADS`` (the threads a run may use: `make test` gives a
+    notebook one), else the machine's cores up to 2."""
+    fallback = os.environ.get("INVCAP_THREADS", max(1, min(2, os.cpu_count() or 1)))
+    return max(1, int(os.environ.get("INVCAP_WORKERS", fallback)))
 
 
 def job_key(job: Mapping[str, Any]) -> str:
@@ -85,12 +87,12 @@ def _worker(folder: Path, queue: str) -> int:
     """Train jobs from ``folder/queue`` until none is left; report each in ``folder/done``."""
     from invcap.features import load_features
 
-    data = json.loads((folder / "data.json").read_text())
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads((folder / "data.json").read_text()).items()}
     train = None
     while (taken := _claim(folder / queue)) is not None:
         if train is None:
             seed_everything(0)
-            train = load_features("train", device="cpu", progress=False, **data)
+            train = load_features("train", device="cpu", progress=False, **data)   # notebook 02's autoencoder
         job = json.loads(taken.read_text())
         start = time.perf_counter()
         report: dict[str, Any] = {"job": job}
