@@ -240,6 +240,10 @@ def test_cuda_matches_cpu():
     cuda_net = copy.deepcopy(net).to("cuda")
     torch.testing.assert_close(cuda_net(x.cuda()).cpu(), expected)
     torch.testing.assert_close(cuda_net.inverse(expected.cuda()).cpu(), x)
+    with torch.no_grad():                                   # the in-place solves, and shared factors
+        factors = cuda_net.factors()
+        torch.testing.assert_close(cuda_net.inverse(expected.cuda(), factors=factors).cpu(), x)
+        torch.testing.assert_close(cuda_net(x[:3].cuda(), factors=factors).cpu(), expected[:3])
 
 
 def test_in_precision_copies_once_and_matches_float32():
@@ -257,3 +261,134 @@ def test_in_precision_copies_once_and_matches_float32():
         assert torch.allclose(net64(x.double()).float(), net(x), atol=1e-5)
     with pytest.raises(ValueError, match="float32 or torch.float64"):
         in_precision(net, torch.float16)
+
+
+# --- shared factors and the fast paths --------------------------------------------------------
+
+def dense_lu(layer: LULinear) -> tuple[torch.Tensor, torch.Tensor]:
+    """L and U written entry by entry from the flat parameters, independently of the layer's scatter."""
+    n = layer.features
+    rows, cols = torch.tril_indices(n, n, offset=-1)
+    L = torch.eye(n, dtype=torch.float64)
+    U = torch.diag(layer.diagonal.detach().double())
+    L[rows, cols] = layer.lower_entries.detach().double()
+    U[cols, rows] = layer.upper_entries.detach().double()
+    return L, U
+
+
+@pytest.mark.parametrize("batch", [100, 400])   # below n: two triangular matmuls; from n on: W
+def test_forward_paths_match_dense_at_realistic_size(batch):
+    n = 384
+    layer = randomize_(LULinear(n, diagonal=torch.linspace(0.6, 1.6, n)), scale=0.3).double()
+    L, U = dense_lu(layer)
+    torch.testing.assert_close(layer.lower, L, rtol=0, atol=0)
+    torch.testing.assert_close(layer.upper, U, rtol=0, atol=0)
+    x = torch.randn(batch, n, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(layer(x), x @ (L @ U).T + layer.bias) <= 1e-13
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_inverse_paths_match_dense_solve_at_realistic_size(bias):
+    # The no-grad path solves in place, the autograd path allocates; both against a dense
+    # float64 torch.linalg.solve, and float32 against the float64 truth.
+    n, batch = 384, 300
+    torch.manual_seed(0)
+    layer = randomize_(LULinear(n, bias=bias), scale=0.3).double()
+    L, U = dense_lu(layer)
+    b = layer.bias.detach() if bias else torch.zeros(n, dtype=torch.float64)
+    y = torch.randn(batch, n, dtype=torch.float64)
+    y_before = y.clone()
+    truth = torch.linalg.solve(L @ U, (y - b).T).T
+    with torch.no_grad():
+        in_place = layer.inverse(y)
+    assert torch.equal(y, y_before)                     # the input is never overwritten
+    y_grad = y.clone().requires_grad_()
+    with_graph = layer.inverse(y_grad)
+    assert with_graph.requires_grad
+    assert relative_error(in_place, truth) <= 1e-12
+    assert relative_error(with_graph.detach(), truth) <= 1e-12
+    layer32 = copy.deepcopy(layer).float()
+    with torch.no_grad():
+        assert relative_error(layer32.inverse(y.float()).double(), truth) <= 1e-5
+
+
+def test_shared_factors_give_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    net = randomize_(InvertibleMLP(12, 3, negative_slope=0.6, learn_diagonal=True), scale=0.5).double()
+    x = torch.randn(5, 12, dtype=torch.float64)      # 5 rows < 12: the two-matmul forward
+    x_big = torch.randn(20, 12, dtype=torch.float64)  # 20 rows >= 12: the W forward
+    y = torch.randn(5, 12, dtype=torch.float64)
+
+    def loss(factors):
+        return (net(x, factors=factors).pow(2).sum() + net(x_big, factors=factors).sin().sum()
+                + net.inverse(y, factors=factors).pow(2).sum() + net.log_abs_det_jacobian(x, factors=factors).sum())
+
+    grads = []
+    for factors in (None, net.factors()):
+        net.zero_grad()
+        value = loss(factors)
+        value.backward()
+        grads.append((value.detach(), [p.grad.clone() for p in net.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_stale_or_foreign_factors_are_refused():
+    net, other = InvertibleMLP(6, 2), InvertibleMLP(6, 2)
+    factors = net.factors()
+    x = torch.randn(3, 6)
+    net(x, factors=factors)
+    with pytest.raises(ValueError, match="another network"):
+        other(x, factors=factors)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    net(x, factors=factors).sum().backward()
+    optimizer.step()
+    with pytest.raises(ValueError, match="stale factors"):
+        net.inverse(x, factors=factors)
+    net.inverse(x, factors=net.factors())            # fresh factors work again
+
+
+def test_weight_built_without_grad_is_not_kept_for_a_graph():
+    layer = randomize_(LULinear(5))
+    factors = layer.factors()
+    with torch.no_grad():
+        factors.weight
+    assert not factors.has_weight                     # else later gradients would skip W
+    assert factors.weight.requires_grad and factors.has_weight
+
+
+def test_training_hook_gets_the_steps_factors():
+    from invcap.captioning import CaptioningConfig, train_captioning
+    from invcap.inn import NetworkFactors
+
+    seen = []
+
+    def hook(net, z, y, prediction, factors=None):
+        seen.append(isinstance(factors, NetworkFactors))
+        return net.inverse(y, factors=factors).pow(2).mean() * 0.0
+
+    z, y = torch.randn(40, 8), torch.randn(40, 2, 8)
+    train_captioning(z, y, CaptioningConfig(depth=2, steps=3, batch_size=16, device="cpu", inverse_weight=0.5),
+                     progress=False, extra_loss=hook)
+    assert seen == [True, True, True]
+
+
+def test_method_loss_with_the_steps_factors_matches_without():
+    from invcap.methods import Method, MethodLoss
+
+    loss = MethodLoss(Method("t", "spread + noisy inverse", spread_weight=1e-2, noisy_inverse_weight=1.0,
+                             inverse_noise=0.1))
+    net = randomize_(InvertibleMLP(8, 3, learn_diagonal=True), scale=0.4).double()
+    z, y = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
+    results = []
+    for factors in (None, net.factors()):
+        net.zero_grad()
+        torch.manual_seed(1)                          # the same noise draw both times
+        value = loss(net, z, y, net(z, factors=factors), factors=factors)
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in net.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)

@@ -68,3 +68,23 @@ def test_a_params_file_can_extend_another(tmp_path):
     (tmp_path / "short.yaml").write_text("extends: full.yaml\nEPOCHS: 2\n03_captioning:\n  STEPS: 10\n")
     assert notebooks.read_params(tmp_path / "short.yaml") == {
         "IMAGE_SIZE": 64, "EPOCHS": 2, "03_captioning": {"STEPS": 10, "LR": 0.003}}
+
+
+def _record_many(prefix):
+    for i in range(25):
+        notebooks._record_timing(f"{prefix}{i}", 1.0, {})
+
+
+def test_timings_of_two_chains_side_by_side_are_all_kept(tmp_path, monkeypatch):
+    # `make paper` runs two runners at once; each entry must survive the other's writes.
+    import multiprocessing
+
+    monkeypatch.setenv("INVCAP_OUTPUT_DIR", str(tmp_path))
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_record_many, args=(p,)) for p in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    timings = json.loads((tmp_path / "results" / notebooks.TIMINGS_FILE).read_text())
+    assert set(timings) == {f"{p}{i}" for p in "ab" for i in range(25)}

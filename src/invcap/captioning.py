@@ -11,7 +11,8 @@ Target when an image has several captions (``CaptioningConfig.target``):
 ``inverse_weight > 0`` adds ||f^-1(y_caption) - z||^2 (mean over entries) so that the inverse
 direction is trained too (issue 6); 0 is the paper. ``extra_loss(net, z, y, prediction)`` is a
 hook for further terms; ``prediction`` is the step's f(z) (with its graph), so a term on the
-forward output costs no second pass through the network.
+forward output costs no second pass through the network. A hook with a ``factors`` keyword also
+gets the step's ``net.factors()``, so its own passes reuse the L and U this step already built.
 
 Checkpoints (``checkpoint=path``) hold the state dict, optimizer and RNG state, the history, the
 step reached, the config and a fingerprint of the training data; they are written atomically
@@ -23,6 +24,7 @@ another path (``checkpoint_path`` keys the name by the config).
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -288,6 +290,7 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
     if progress and start < config.steps:
         bar = progress_bar(total=config.steps - start, desc=f"captioning on {device}, steps {start}..{config.steps}",
                            unit="step")
+    hook_factors = extra_loss is not None and "factors" in inspect.signature(extra_loss).parameters
     net.train()
     for step in range(start, config.steps):
         for group in optimizer.param_groups:
@@ -299,14 +302,15 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
         else:
             y = y_mean[index.to(device)]
         z = z_all[index.to(device)]
-        prediction = net(z)
+        factors = net.factors()  # every layer's L and U, built once for all of this step's passes
+        prediction = net(z, factors=factors)
         mse = torch.mean((prediction[:, fwd] - y[:, fwd]) ** 2)
         loss = mse
         if config.inverse_weight > 0:
-            inverse_mse = torch.mean((net.inverse(y) - z) ** 2)
+            inverse_mse = torch.mean((net.inverse(y, factors=factors) - z) ** 2)
             loss = loss + config.inverse_weight * inverse_mse
         if extra_loss is not None:
-            extra = extra_loss(net, z, y, prediction)
+            extra = extra_loss(net, z, y, prediction, **({"factors": factors} if hook_factors else {}))
             loss = loss + extra
         if not bool(torch.isfinite(loss)):
             raise ValueError(f"the loss became non-finite at step {step} (lr={config.lr}); lower the learning "

@@ -13,6 +13,10 @@ Each piece has ``forward``, ``inverse`` and its log-determinant:
 
 Everything works in float32 and float64, on CPU and CUDA, with autograd through both
 directions. Bad input raises ``ValueError`` naming what was wrong.
+
+Speed (``make bench``): ``net.factors()`` builds every layer's L and U once, and passing them as ``factors=`` to the forward and the inverse of one optimisation step
+shares them, gradients included; they refuse to be used after the parameters changed. The
+forward is two triangular matmuls below n rows and one matmul with W = L U from n rows on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LULinear", "InvertibleLeakyReLU", "InvertibleMLP", "LayerConditioning", "Conditioning", "in_precision"]
+__all__ = ["LULinear", "LUFactors", "InvertibleLeakyReLU", "InvertibleMLP", "NetworkFactors", "LayerConditioning", "Conditioning", "in_precision"]
 
 
 def _check_input(x: torch.Tensor, features: int, what: str) -> None:
@@ -61,6 +65,43 @@ def _as_diagonal(diagonal: float | torch.Tensor, features: int) -> torch.Tensor:
     return diag
 
 
+class LUFactors:
+    """L and U of one ``LULinear`` (and W = L U once asked for), built from its parameters.
+
+    ``LULinear.factors()`` builds them; passing the same object to ``forward`` and ``inverse``
+    builds L and U once for both directions, and autograd sums the gradients of every use into
+    the parameters. ``weight`` is computed on first use and then kept, so build new factors
+    after the parameters change (``InvertibleMLP.factors()`` checks that for you).
+    """
+
+    __slots__ = ("lower", "upper", "_weight")
+
+    def __init__(self, lower: torch.Tensor, upper: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        self.lower, self.upper, self._weight = lower, upper, weight
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W = L U (computed once per factors object)."""
+        if self._weight is not None:
+            return self._weight
+        weight = self.lower @ self.upper
+        # A W built under no_grad from factors that carry a graph would cut later gradients.
+        if torch.is_grad_enabled() or not self.lower.requires_grad:
+            self._weight = weight
+        return weight
+
+    @property
+    def has_weight(self) -> bool:
+        return self._weight is not None
+
+    def to(self, dtype: torch.dtype) -> "LUFactors":
+        """The factors in ``dtype`` (self when they already are)."""
+        if self.lower.dtype == dtype:
+            return self
+        weight = None if self._weight is None else self._weight.to(dtype)
+        return LUFactors(self.lower.to(dtype), self.upper.to(dtype), weight)
+
+
 class LULinear(nn.Module):
     """y = x W^T + b with W = L U (see the module docstring).
 
@@ -74,6 +115,9 @@ class LULinear(nn.Module):
             bound * tanh(raw / bound), which bounds how far |k_i| can move from 1.
         init_std: standard deviation of the initial off-diagonal entries divided by sqrt(n);
             0 (default) starts at W = diag(k).
+
+    ``forward(x, factors=None)`` and ``inverse(y, factors=None)`` take optional ``LUFactors``
+    from ``factors()`` to share L and U between calls.
     """
 
     def __init__(self, features: int, diagonal: float | torch.Tensor = 1.0, learn_diagonal: bool = False,
@@ -90,9 +134,11 @@ class LULinear(nn.Module):
 
         n_off = features * (features - 1) // 2
         rows, cols = torch.tril_indices(features, features, offset=-1)
-        # flat indices into an n*n matrix: strictly lower for L, the transpose positions for U
-        self.register_buffer("_lower_index", rows * features + cols, persistent=False)
-        self.register_buffer("_upper_index", cols * features + rows, persistent=False)
+        # Flat positions in a row-major n x n matrix: L's strict lower entries then its diagonal
+        # (ones); U's strict upper entries (stored in the order of U^T's lower ones) then its diagonal.
+        diag_index = torch.arange(features) * (features + 1)
+        self.register_buffer("_lower_index", torch.cat([rows * features + cols, diag_index]), persistent=False)
+        self.register_buffer("_upper_index", torch.cat([cols * features + rows, diag_index]), persistent=False)
         scale = init_std / math.sqrt(features)
         self.lower_entries = nn.Parameter(torch.randn(n_off) * scale if scale else torch.zeros(n_off))
         self.upper_entries = nn.Parameter(torch.randn(n_off) * scale if scale else torch.zeros(n_off))
@@ -126,56 +172,72 @@ class LULinear(nn.Module):
             return self.log_scale_bound * torch.tanh(self.log_scale / self.log_scale_bound)
         return self.log_scale
 
-    def _scatter(self, entries: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        n = self.features
-        flat = torch.zeros(n * n, dtype=entries.dtype, device=entries.device)
-        return flat.scatter(0, index, entries).view(n, n)
+    def factors(self) -> LUFactors:
+        """L and U from the current parameters, each one in-place scatter into fresh zeros (its
+        backward is one gather; a shared buffer would cost a zero-filled copy per factor)."""
+        n, entries = self.features, self.lower_entries
+        lower = entries.new_zeros(n * n).scatter_(0, self._lower_index, torch.cat([entries, entries.new_ones(n)]))
+        upper = entries.new_zeros(n * n).scatter_(
+            0, self._upper_index, torch.cat([self.upper_entries, self.diagonal.to(entries.dtype)]))
+        return LUFactors(lower.view(n, n), upper.view(n, n))
 
     @property
     def lower(self) -> torch.Tensor:
         """L: unit lower-triangular."""
-        eye = torch.eye(self.features, dtype=self.lower_entries.dtype, device=self.lower_entries.device)
-        return self._scatter(self.lower_entries, self._lower_index) + eye
+        return self.factors().lower
 
     @property
     def upper(self) -> torch.Tensor:
         """U: upper-triangular with the k_i on its diagonal."""
-        diag = self.diagonal.to(self.upper_entries.dtype)
-        return self._scatter(self.upper_entries, self._upper_index) + torch.diag(diag)
+        return self.factors().upper
 
     @property
     def weight(self) -> torch.Tensor:
         """The dense W = L @ U, shape (features, features)."""
-        return self.lower @ self.upper
+        return self.factors().weight
 
     def log_abs_det(self) -> torch.Tensor:
         """log|det W| = sum_i log|k_i| (a scalar)."""
         return self._log_abs_diagonal().sum()
 
     # --- the two directions ---------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, factors: LUFactors | None = None) -> torch.Tensor:
         _check_input(x, self.features, "LULinear input")
-        return self._forward(x)
+        return self._forward(x, factors)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, factors: LUFactors | None = None) -> torch.Tensor:
         _check_input(y, self.features, "LULinear.inverse input")
-        return self._inverse(y)
+        return self._inverse(y, factors)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One dense W costs n^3 once per call; the batch then costs one matmul, which is what
-        # makes the layer as fast as an ordinary linear layer for batches larger than n.
-        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+    def _forward(self, x: torch.Tensor, factors: LUFactors | None = None) -> torch.Tensor:
+        f = (factors if factors is not None else self.factors()).to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        # Dense W costs ~n^3 once, then one matmul (2 B n^2 flops); two triangular matmuls
+        # (x U^T) L^T cost 4 B n^2 and no W. The backward scales the same way, so W pays off
+        # from B = n rows on, or whenever W was already built for these factors.
+        if f.has_weight or x.numel() >= self.features * self.features:
+            return F.linear(x, f.weight, bias)
+        return F.linear(F.linear(x, f.upper), f.lower, bias)
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        # Solve X (L U)^T = Y - b, i.e. X U^T L^T = Y - b, with two triangular solves from the right.
-        if self.bias is not None:
-            y = y - self.bias.to(y.dtype)
+    def _inverse(self, y: torch.Tensor, factors: LUFactors | None = None) -> torch.Tensor:
+        # Solve X (L U)^T = Y - b as L Z = (Y - b)^T, then U X^T = Z: two triangular solves from
+        # the left on the transposed view, which is already the column-major layout LAPACK wants.
+        f = (factors if factors is not None else self.factors()).to(y.dtype)
         shape = y.shape
         rhs = y.reshape(-1, self.features)
-        lower, upper = self.lower.to(y.dtype), self.upper.to(y.dtype)
-        z = torch.linalg.solve_triangular(lower.T, rhs, upper=True, left=False, unitriangular=True)
-        x = torch.linalg.solve_triangular(upper.T, z, upper=False, left=False)
-        return x.reshape(shape)
+        if torch.is_grad_enabled() and (rhs.requires_grad or f.lower.requires_grad or f.upper.requires_grad
+                                        or (self.bias is not None and self.bias.requires_grad)):
+            if self.bias is not None:
+                rhs = rhs - self.bias.to(y.dtype)
+            z = torch.linalg.solve_triangular(f.lower, rhs.mT, upper=False, unitriangular=True)
+            return torch.linalg.solve_triangular(f.upper, z, upper=True).mT.reshape(shape)
+        # Without autograd: solve in place in one fresh buffer (no copy of the right-hand side
+        # per solve, which cost as much as the solve's own memory traffic).
+        rhs = (rhs - self.bias.to(y.dtype) if self.bias is not None else rhs.clone()).contiguous()
+        rhs_t = rhs.mT
+        torch.linalg.solve_triangular(f.lower, rhs_t, upper=False, unitriangular=True, out=rhs_t)
+        torch.linalg.solve_triangular(f.upper, rhs_t, upper=True, out=rhs_t)
+        return rhs.reshape(shape)
 
     def extra_repr(self) -> str:
         kind = "learnable" if self.learn_diagonal else "fixed"
@@ -244,11 +306,42 @@ class Conditioning:
         return [vars(layer).copy() for layer in self.layers]
 
 
+class NetworkFactors:
+    """Every layer's ``LUFactors`` of one ``InvertibleMLP``, for one optimisation step.
+
+    Build with ``net.factors()`` after ``optimizer.step()`` (or once for a no-grad evaluation),
+    pass as ``factors=`` to ``net(...)``, ``net.inverse(...)`` and ``net.log_abs_det_jacobian(...)``:
+    L and U (and W, when a direction asks for it) are then built once for all of them. Using
+    them after the parameters changed in place (an optimizer step, ``load_state_dict``, a
+    ``copy_``) raises ``ValueError``: they record the parameters' version counters.
+    """
+
+    def __init__(self, net: "InvertibleMLP") -> None:
+        self._net_id = id(net)
+        self._versions = net._parameter_versions()
+        self.layers = tuple(linear.factors() for linear in net.linears)
+
+    def check(self, net: "InvertibleMLP") -> None:
+        if self._net_id != id(net):
+            raise ValueError("these factors belong to another network; build them with this net.factors()")
+        if self._versions != net._parameter_versions():
+            raise ValueError("stale factors: the network's parameters changed since net.factors() "
+                             "(e.g. optimizer.step()); call net.factors() again")
+
+    def __getitem__(self, i: int) -> LUFactors:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
 class InvertibleMLP(nn.Module):
     """``depth`` LULinear layers with InvertibleLeakyReLU between them.
 
     f(x) = A_depth(s(... s(A_1 x)))  (plus a last s when ``final_activation``), and
-    f^-1 runs the pieces backwards with their inverses.
+    f^-1 runs the pieces backwards with their inverses. ``forward``, ``inverse`` and
+    ``log_abs_det_jacobian`` take ``factors=net.factors()`` to share L and U between calls
+    within one optimisation step (see ``NetworkFactors``).
     """
 
     def __init__(self, features: int, depth: int, negative_slope: float = 0.5,
@@ -274,28 +367,42 @@ class InvertibleMLP(nn.Module):
     def _has_activation_after(self, i: int) -> bool:
         return i < self.depth - 1 or self.final_activation
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _parameter_versions(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.parameters())
+
+    def factors(self) -> NetworkFactors:
+        """L and U of every layer from the current parameters (see ``NetworkFactors``)."""
+        return NetworkFactors(self)
+
+    def _layer_factors(self, factors: NetworkFactors | None) -> tuple[LUFactors | None, ...]:
+        if factors is None:
+            return (None,) * self.depth
+        factors.check(self)
+        return factors.layers
+
+    def forward(self, x: torch.Tensor, factors: NetworkFactors | None = None) -> torch.Tensor:
         _check_input(x, self.features, "InvertibleMLP input")
-        for i, linear in enumerate(self.linears):
-            x = linear._forward(x)
+        for i, (linear, f) in enumerate(zip(self.linears, self._layer_factors(factors))):
+            x = linear._forward(x, f)
             if self._has_activation_after(i):
                 x = self.activation(x)
         return x
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, factors: NetworkFactors | None = None) -> torch.Tensor:
         _check_input(y, self.features, "InvertibleMLP.inverse input")
+        layer_factors = self._layer_factors(factors)
         for i in reversed(range(self.depth)):
             if self._has_activation_after(i):
                 y = self.activation.inverse(y)
-            y = self.linears[i]._inverse(y)
+            y = self.linears[i]._inverse(y, layer_factors[i])
         return y
 
-    def log_abs_det_jacobian(self, x: torch.Tensor) -> torch.Tensor:
+    def log_abs_det_jacobian(self, x: torch.Tensor, factors: NetworkFactors | None = None) -> torch.Tensor:
         """Per-sample log|det df/dx| at x, shape x.shape[:-1]."""
         _check_input(x, self.features, "InvertibleMLP input")
         total = x.new_zeros(x.shape[:-1])
-        for i, linear in enumerate(self.linears):
-            x = linear._forward(x)
+        for i, (linear, f) in enumerate(zip(self.linears, self._layer_factors(factors))):
+            x = linear._forward(x, f)
             total = total + linear.log_abs_det().to(x.dtype)
             if self._has_activation_after(i):
                 total = total + self.activation.log_abs_det_jacobian(x)

@@ -133,7 +133,8 @@ class Spread(Term):
     weight: float = 1e-3
 
     def value(self, b: Batch) -> torch.Tensor:
-        return sum(losses.singular_value_spread(layer.weight, layer.log_abs_det()) for layer in b.net.linears)
+        weights = [layer.weight for layer in b.net.linears] if b.factors is None else [f.weight for f in b.factors]
+        return sum(losses.singular_value_spread(w, layer.log_abs_det()) for w, layer in zip(weights, b.net.linears))
 
 
 @dataclass(frozen=True)

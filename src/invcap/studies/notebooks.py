@@ -24,6 +24,7 @@ saved); rerunning resumes cheaply because every stage reuses its caches and chec
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -126,19 +127,24 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def _record_timing(name: str, seconds: float, params: Mapping[str, Any]) -> None:
-    path = results_dir() / TIMINGS_FILE
-    try:
-        table = read_json(path)
-    except (FileNotFoundError, json.JSONDecodeError):
-        table = {}
     from invcap.repro import device_record, resolve_device
 
     try:  # the device the notebook was asked to use ("auto" resolved here the same way)
         device = resolve_device(params.get("DEVICE", "cpu"))
     except (ValueError, RuntimeError):
         device = None
-    table[name] = {"seconds": round(seconds, 1), "parameters": dict(params), "device": device_record(device)}
-    write_json_atomic(path, dict(sorted(table.items())))
+    path = results_dir() / TIMINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # `make paper` runs two chains of notebooks side by side: the read-modify-write is under a lock
+    # so that neither chain's entry is lost.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            table = read_json(path)
+        except (FileNotFoundError, json.JSONDecodeError):
+            table = {}
+        table[name] = {"seconds": round(seconds, 1), "parameters": dict(params), "device": device_record(device)}
+        write_json_atomic(path, dict(sorted(table.items())))
 
 
 def run_notebooks(notebooks: Sequence[str | Path], out: str | Path | None = None,
