@@ -115,16 +115,34 @@ def _cost(job: Mapping[str, Any]) -> float:
     return job["overrides"]["steps"] * depth * (1 + inverses) * (1.5 if job.get("portable") else 1.0)
 
 
-def run_jobs(jobs: Sequence[Mapping[str, Any]], data: Mapping[str, Any], workers: int | None = None
-             ) -> dict[str, dict[str, Any]]:
+def _in_process(jobs: Sequence[Mapping[str, Any]], train) -> dict[str, dict[str, Any]]:
+    """One worker and no second numeric path: train here, one job after the other (no process start,
+    no second copy of the features and the sentence model)."""
+    reports: dict[str, dict[str, Any]] = {}
+    for job in sorted(jobs, key=_cost, reverse=True):
+        start = time.perf_counter()
+        report: dict[str, Any] = {}
+        try:
+            train_one(job, train)
+        except ValueError as error:   # a non-finite loss: reported, the other jobs go on
+            report["error"] = str(error)
+        reports[job_key(job)] = {**report, "seconds": time.perf_counter() - start}
+    return reports
+
+
+def run_jobs(jobs: Sequence[Mapping[str, Any]], data: Mapping[str, Any], workers: int | None = None,
+             train=None) -> dict[str, dict[str, Any]]:
     """Train ``jobs`` in at most ``workers`` processes of one thread each, the most costly first:
     a worker on the second numeric path (``PORTABLE_ENV``) for the portable jobs, the others on the
-    default path, each taking the next job when it is done with one. Returns job key ->
-    {"seconds", "error" (when its loss turned non-finite)}."""
+    default path, each taking the next job when it is done with one. With one worker, no portable
+    job and the train split's features given (``train``), they are trained in this process instead.
+    Returns job key -> {"seconds", "error" (when its loss turned non-finite)}."""
     workers = default_workers() if workers is None else max(1, workers)
     jobs = list({job_key(j): dict(j) for j in jobs}.values())   # the same job twice is trained once
     if not jobs:
         return {}
+    if workers == 1 and train is not None and not any(j.get("portable") for j in jobs):
+        return _in_process(jobs, train)
     reports: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="invcap-jobs-") as name:
         folder = Path(name)
