@@ -23,3 +23,8 @@ def test_compare_and_render(tmp_path, monkeypatch):
     (tmp_path / "results" / portability.RESULTS_FILE).write_text(json.dumps(out))
     table = portability.render(tmp_path / "results")
     assert "| R@1 (%) | 38 | 36 | 2 (5.3 %) |" in table and "absent" in table
+
+
+def test_the_block_says_how_to_measure_before_the_first_comparison(tmp_path):
+    text = portability.render(tmp_path)
+    assert "Not measured" in text and "make test-portable" in text

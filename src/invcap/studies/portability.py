@@ -79,6 +79,10 @@ def _fmt(value: float) -> str:
 
 def render(results: Path) -> str:
     """The README table: each key number on both paths and how far apart they are."""
+    if not (results / RESULTS_FILE).exists():  # before the first comparison: say how to make one
+        return ("Not measured in this results folder yet: run `make test NBVAL_OUT=runs/default` and "
+                "`make test-portable NBVAL_OUT=runs/portable`, then `python -m invcap.studies.portability "
+                "runs/default/results runs/portable/results`.")
     data = read_json(results / RESULTS_FILE, "python -m invcap.studies.portability")
     a, b = data["labels"]
     devices = data.get("devices", {})
