@@ -33,7 +33,7 @@ def pipeline(tmp_path_factory):
     model, info = nb02.train_autoencoder(p02, progress=False)
     features = nb02.build_features(p02, data, progress=False)
     parts = {"data": data_part, "captions": nb02.analyse_captions(features),
-             "autoencoder": nb02.reconstruction_metrics(model, info, features)}
+             "autoencoder": nb02.reconstruction_metrics(model, info, data, features)}
     r02 = nb02.write_results(p02, data, {"total": 1.0}, *parts.values())
     p03 = nb03.Params(image_size=16, device="cpu", steps=5, batch_size=8)
     splits = nb03.load_splits(p03, progress=False)
@@ -66,6 +66,8 @@ def test_notebook_02_steps_results_and_texts(pipeline):
     assert set(r["data"]["splits"]) == {"train", "val", "test", "compositional_val", "compositional_test"}
     assert r["data"]["splits"]["compositional_test"]["combinations_in_train"] == 0
     assert set(r["metrics"]) == {"val", "test", "compositional_val", "compositional_test"}
+    # compositional_test's captions are left to the final table (reconstructions reported all the same)
+    assert set(pipeline["features"]) == {"train", "val", "test", "compositional_val"}
     assert r["run"]["timings"] == {"total": 1.0} and r["run"]["data"].startswith("embedded:")
     on_disk = json.loads((pipeline["folder"] / "autoencoder.json").read_text())
     assert on_disk["metrics"]["test"]["psnr_db"] == pytest.approx(r["metrics"]["test"]["psnr_db"])
@@ -154,7 +156,7 @@ def test_figures_of_the_three_notebooks(pipeline):
 
     r04, setup, gen = pipeline["r04"], pipeline["setup"], pipeline["generated"]
     figures = [nb02.plot_samples(pipeline["data"].splits["test"], [0, 1]),
-               nb02.plot_reconstructions(nb02.reconstruction_rows(pipeline["model"], pipeline["features"], 2)),
+               nb02.plot_reconstructions(nb02.reconstruction_rows(pipeline["model"], pipeline["data"], pipeline["features"], 2)),
                nb03.plot_history(pipeline["run"].history, pipeline["r03"]),
                nb04.plot_image_rows(*nb04.generation_grid(setup, gen, 2)),
                nb04.plot_noise_sweep(r04), nb04.plot_amplification(r04, pipeline["arrays"])]

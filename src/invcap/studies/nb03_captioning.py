@@ -352,7 +352,8 @@ def render_readme(folder: Path) -> str:
              f"test MSE to the mean caption {f['mse_mean_caption'] / paper:.0f}x the paper's {paper:g}, caption "
              f"spread {f['caption_spread_mse']:.1e} ({f['caption_spread_mse'] / paper:.0f}x {paper:g}).",
              "Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
-             + f" ({r['run']['device']['threads']} threads, training resumed from step {r['training']['resumed_from']})."]
+             + f" ({nb02_autoencoder.threads_text(r)}, " + (f"training resumed from step {r['training']['resumed_from']}"
+                                                  if r["training"]["resumed_from"] else "trained from scratch") + ")."]
     return "\n".join(rows) + "\n\n" + " ".join(notes)
 
 

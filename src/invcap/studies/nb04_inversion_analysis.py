@@ -29,7 +29,7 @@ from invcap.inversion import (amplification, attribute_accuracy, conditioning_re
 from invcap.io import read_json, results_dir, write_json_atomic
 from invcap.linalg import principal_directions
 from invcap.repro import resolve_device, run_record
-from invcap.studies import nb03_captioning
+from invcap.studies import nb02_autoencoder, nb03_captioning
 from invcap.studies.common import NotebookParams
 
 __all__ = ["Params", "Setup", "load", "generation", "chance_levels", "nearest_neighbour_judge", "noise_study",
@@ -544,7 +544,7 @@ def render_readme(folder: Path) -> str:
            + f". f shrinks volume by {r['volume']['scale_per_dim']:.3f} per coordinate (LeakyReLU floor "
            f"{r['volume']['activation_floor_per_dim']:.3f}).")
     t = r["run"]["timings"]
-    run_time = "Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + f" ({r['run']['device']['threads']} threads)."
+    run_time = "Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + f" ({nb02_autoencoder.threads_text(r)})."
     return "\n".join(rows) + "\n\n" + why + " " + run_time
 
 
