@@ -369,7 +369,26 @@ def render_table(results_folder: Path) -> str:
                               f"Chosen on validation: `{r['chosen']['method']}` (notebook 05), {steps['steps']} steps "
                               f"({steps['rule']}; validation unseen rate by steps: " +
                               ", ".join(f"{s}: {v:.1f}" for s, v in steps["val_unseen"].items()) + ").", ""]
-                 + goal_lines)
+                 + goal_lines + _versus(r))
+
+
+def _versus(r: Mapping) -> list[str]:
+    """The chosen invertible method against the two-networks baseline, stated from the numbers."""
+    chosen, rows = r["chosen"]["method"], r["rows"]
+    other = rows.get("two networks")
+    if not other or not r["ceiling"] or chosen not in rows:
+        return []
+    parts = []
+    for wording in WORDINGS:
+        for split, kind in (("test", "seen"), ("compositional_test", "unseen")):
+            a, b = rows[chosen].get(f"{split}/{wording}/all_correct"), other.get(f"{split}/{wording}/all_correct")
+            if a and b:
+                overlap = a["lo"] <= b["hi"] and b["lo"] <= a["hi"]
+                which = "the invertible network" if a["value"] > b["value"] else "the two networks"
+                parts.append(f"{wording} wording, {kind}: {a['value']:.1f} vs {b['value']:.1f} ({which} higher"
+                             + (", within each other's 95% intervals)" if overlap else ", intervals apart)"))
+    return ["", f"The invertible network against two dedicated networks (all-correct %, `{chosen}` vs two "
+                f"networks): " + "; ".join(parts) + "."]
 
 
 def render_limitations(results_folder: Path) -> str:
