@@ -103,6 +103,7 @@ def test_notebook_03_results_texts_and_network_record(pipeline):
     assert "least squares" in nb03.tables(r, "errors") and "chance R@1" in nb03.tables(r, "retrieval")
     assert f"{r['embedding_error']['test']['invertible f']['mse_per_caption']:.2e}" in nb03.summary_text(r)
     assert "| invertible f |" in nb03.render_readme(pipeline["folder"])
+    assert nb03.glance_row(pipeline["folder"]).startswith("| (1) ") and "retrieval **" in nb03.glance_row(pipeline["folder"])
     shown = nb03.retrieved_captions(pipeline["run"], pipeline["setup"].test, 2)
     assert len(shown["captions"]) == 2 and all(len(row) == 3 for row in shown["correct"])
 
@@ -144,6 +145,8 @@ def test_notebook_04_results_and_texts(pipeline):
     text = nb04.summary_text(r)
     assert "Finding 2" in text and f"{r['conditioning']['inverse_lipschitz_bound']:.1e}" in text
     assert "| (3)" in nb04.render_readme(pipeline["folder"])
+    rows = nb04.glance_rows(pipeline["folder"])   # the README overview's rows = the block's finding rows
+    assert [row[:5] for row in rows] == ["| (2)", "| (3)"] and all(row in nb04.render_readme(pipeline["folder"]) for row in rows)
     for key, number in nb04.KEY_NUMBERS.items():
         assert math.isfinite(number(pipeline["folder"])), key
 

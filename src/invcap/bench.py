@@ -542,10 +542,15 @@ def render_report(r: dict) -> str:
             lines.append(f"| {label} | {_ms(t[key])} | {_x(_ratio(t, key, 'plain_matmul'))} |")
     met = r["targets_met"]
     lines += ["", "| target | ratio | goal | met |", "|---|---|---|---|"]
-    for key, label in (("forward_vs_matmul", "forward / plain matmul"), ("inverse_vs_matmul", "inverse / plain matmul"),
-                       ("forward_vs_nflows", "forward / nflows forward"), ("inverse_vs_nflows", "inverse / nflows inverse")):
+    labels = {"forward_vs_matmul": "forward / plain matmul", "inverse_vs_matmul": "inverse / plain matmul",
+              "forward_vs_nflows": "forward / nflows forward", "inverse_vs_nflows": "inverse / nflows inverse"}
+    for key, label in labels.items():
         verdict = "not measured" if met.get(key) is None else ("yes" if met[key] else "**no**")
         lines.append(f"| {label} | {_x(ratios.get(key))} | <= {r['targets'][key]} | {verdict} |")
+    missed = [f"{labels[key]} by {100 * (ratios[key]['median'] / r['targets'][key] - 1):.0f} % "
+              f"({ratios[key]['median']:.2f}x against {r['targets'][key]}x)" for key, ok in met.items() if ok is False]
+    if missed:  # say by how much, not only "no"
+        lines.append(f"\nMissed: {'; '.join(missed)}.")
     if not r["nflows"]["available"]:
         lines.append(f"\nnflows was not available: {r['nflows']['note']}.")
     else:

@@ -31,9 +31,9 @@ def show(fig, name: str | Path) -> Path:
 
     path = save_figure(fig, name)
     if in_notebook():
-        from IPython.display import display
+        from IPython.display import Image, display
 
-        display(fig)
+        display(Image(filename=str(path)))  # the saved PNG: drawing the figure once, not twice
     plt.close(fig)
     return path
 

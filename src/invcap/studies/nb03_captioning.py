@@ -30,7 +30,7 @@ from invcap.studies.common import NotebookParams
 
 __all__ = ["Params", "load_splits", "train", "evaluate", "retrieved_captions", "write_results", "load_results",
            "load_network_from_results", "features_kwargs", "verdicts", "tables", "summary_text", "plot_history",
-           "plot_retrieved_captions", "README_BLOCKS", "KEY_NUMBERS", "PAPER_EMBEDDING_ERROR"]
+           "plot_retrieved_captions", "glance_row", "README_BLOCKS", "KEY_NUMBERS", "PAPER_EMBEDDING_ERROR"]
 
 RESULTS = "captioning.json"
 PAPER_EMBEDDING_ERROR = 1e-5     # the paper's "error ... in the range of 1e-5"
@@ -355,6 +355,21 @@ def render_readme(folder: Path) -> str:
              + f" ({nb02_autoencoder.threads_text(r)}, " + (f"training resumed from step {r['training']['resumed_from']}"
                                                   if r["training"]["resumed_from"] else "trained from scratch") + ")."]
     return "\n".join(rows) + "\n\n" + " ".join(notes)
+
+
+def glance_row(folder: Path) -> str:
+    """The README overview's row (``invcap.studies.overview``): finding 1, with the verdicts of the
+    checked cells (error at least 3x the paper's: not reached; R@1 at least 10x chance: retrieval works)."""
+    r = load_results(folder)
+    f, ret, paper = r["embedding_error"]["test"]["invertible f"], r["retrieval"], r["paper_embedding_error"]
+    i2t, t2i = ret["invertible f"]["i2t"]["R@1"], ret["invertible f"]["t2i"]["R@1"]
+    retrieves = i2t >= 10 * ret["chance"]["i2t_R@1"] and t2i >= 10 * ret["chance"]["t2i_R@1"]
+    reached = f["mse_mean_caption"] < 3 * paper
+    return (f"| (1) captioning works, embedding error in the range of {paper:g} | test MSE to the mean caption "
+            f"{f['mse_mean_caption']:.1e} ({f['mse_mean_caption'] / paper:.0f}x; the captions' own spread "
+            f"{f['caption_spread_mse']:.1e}); R@1 image→text {i2t:.0f} %, text→image {t2i:.0f} % (chance "
+            f"{ret['chance']['i2t_R@1']:.1f} %) | retrieval **{'confirmed' if retrieves else 'not confirmed'}**; "
+            f"the {paper:g} error **{'reached' if reached else 'not reached'}** on held-out captions |")
 
 
 README_BLOCKS = {"nb03-captioning": render_readme}

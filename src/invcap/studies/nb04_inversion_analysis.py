@@ -34,7 +34,7 @@ from invcap.studies.common import NotebookParams
 
 __all__ = ["Params", "Setup", "load", "generation", "chance_levels", "nearest_neighbour_judge", "noise_study",
            "largest_acceptable_sigma", "amplification_study", "generation_grid", "user_grid", "write_results", "load_results", "verdicts", "tables",
-           "summary_text", "plot_image_rows", "plot_noise_sweep", "plot_amplification", "README_BLOCKS",
+           "summary_text", "plot_image_rows", "plot_noise_sweep", "plot_amplification", "glance_rows", "README_BLOCKS",
            "KEY_NUMBERS"]
 
 RESULTS = "inversion.json"
@@ -511,10 +511,9 @@ def plot_amplification(results: dict[str, Any], arrays: dict[str, Any]):
 
 # --- README ----------------------------------------------------------------------------------
 
-def render_readme(folder: Path) -> str:
-    r = load_results(folder)
-    q, judge, d = r["quality"], r["attribute_judge"], r["distance_y_pred_to_caption_rms"]
-    c, a, largest = r["conditioning"], r["amplification"], r["largest_acceptable_sigma"]
+def finding_rows(r: dict[str, Any]) -> list[str]:
+    """Markdown table rows (claim | this run | verdict) for the paper's findings 2 and 3."""
+    q, judge, largest = r["quality"], r["attribute_judge"], r["largest_acceptable_sigma"]
     p32, p64 = r["paper_noise"]["float32"], r["paper_noise"]["float64"]
     gen = q["generated from caption"]
     judged = ""
@@ -524,8 +523,7 @@ def render_readme(folder: Path) -> str:
         judged = (f"; a nearest-neighbour judge reads {'/'.join(keys)} back at "
                   f"{'/'.join(f'{acc[k]:.0f}' for k in keys)} % (chance {'/'.join(f'{chance[k]:.0f}' for k in keys)} %)")
     any_ok = any(row["acceptable"] for rows in (p32, p64) for row in rows.values())
-    rows = [
-        "| paper finding (section 3.2) | this run | verdict |", "|---|---|---|",
+    return [
         f"| (2) decoder(f⁻¹(E_T(T))) does not meet expectations | images from test captions: {gen['psnr']:.1f} dB PSNR, "
         f"SSIM {gen['ssim']:.2f} against their images (autoencoder alone: {q['autoencoder reconstruction']['psnr']:.1f} dB / "
         f"{q['autoencoder reconstruction']['ssim']:.2f}){judged} | "
@@ -536,6 +534,18 @@ def render_readme(folder: Path) -> str:
         f"{p32['std']['psnr']:.1f} / {p32['variance']['psnr']:.1f} dB (noise-free {r['noise_sweep']['float32'][0]['psnr']:.1f}); "
         f"acceptable (within {r['acceptable_db']:g} dB) only up to σ ≈ {largest['float64']:.0e} (float64), "
         f"{largest['float32']:.0e} (float32) | {'reproduced' if any_ok else '**not reproduced** with either reading'} |"]
+
+
+def glance_rows(folder: Path) -> list[str]:
+    """The README overview's rows (``invcap.studies.overview``): findings 2 and 3."""
+    return finding_rows(load_results(folder))
+
+
+def render_readme(folder: Path) -> str:
+    r = load_results(folder)
+    d, c, a = r["distance_y_pred_to_caption_rms"], r["conditioning"], r["amplification"]
+    largest = r["largest_acceptable_sigma"]
+    rows = ["| paper finding (section 3.2) | this run | verdict |", "|---|---|---|", *finding_rows(r)]
     why = (f"Real captions lie {d['mean caption']:.1e} (their mean) to {d['one caption']:.1e} (one caption) RMS per "
            f"coordinate from y_pred, {d['mean caption'] / max(largest['float64'], 1e-30):.0e}x beyond the largest acceptable σ. "
            f"Layer condition numbers reach {c['max_condition_number']:.1e}; the Lipschitz bound of f⁻¹ is "

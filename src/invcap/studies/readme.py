@@ -23,6 +23,7 @@ __all__ = ["MODULES", "renderers", "render_all", "update_readme", "stale_blocks"
 
 # Modules that contribute blocks, in README order.
 MODULES = (
+    "invcap.studies.overview",
     "invcap.studies.nb01_toy_invertibility",
     "invcap.studies.nb02_autoencoder",
     "invcap.studies.nb03_captioning",

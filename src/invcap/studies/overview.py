@@ -1,0 +1,51 @@
+"""The README's "Results at a glance": one table row per claim of the paper, rendered from ``results/``.
+
+Each study module that settles a claim defines ``glance_rows(results) -> list[str]`` (Markdown table
+rows: the claim, what this study measured, the verdict computed from those numbers) or, for a single
+row, ``glance_row(results) -> str``. This module only collects them, in the order of
+``invcap.studies.readme.MODULES``; a study whose results file is missing says so in its row instead
+of stopping the block.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["row_functions", "render", "README_BLOCKS"]
+
+HEADER = ["| paper's claim | this study | verdict |", "|---|---|---|"]
+
+
+def row_functions() -> list[tuple[str, Callable[[Path], list[str]]]]:
+    """(module name, function of the results folder -> rows) for every module that has rows."""
+    from invcap.studies.readme import MODULES
+
+    found = []
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue
+            raise
+        if hasattr(module, "glance_rows"):
+            found.append((name, module.glance_rows))
+        elif hasattr(module, "glance_row"):
+            found.append((name, lambda results, one=module.glance_row: [one(results)]))
+    return found
+
+
+def render(results: Path) -> str:
+    lines = list(HEADER)
+    for name, rows in row_functions():
+        try:
+            lines.extend(rows(results))
+        except FileNotFoundError as err:  # that study has not run into this results folder
+            why = str(err).replace(f"{results}/", "")  # "captioning.json not found; notebooks/03... writes it"
+            lines.append(f"| ({name.rsplit('.', 1)[-1]}) | not measured here: {why} | – |")
+    return "\n".join(lines)
+
+
+README_BLOCKS = {"overview": render}
