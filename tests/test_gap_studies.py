@@ -121,3 +121,16 @@ def test_worker_count_follows_the_environment_and_the_parameter(monkeypatch):
 def test_final_table_config_from_overrides():
     config = ft.config_from(None, ["SEEDS=[0, 1]", "STEP_GRID=[20, 40]", "WORKERS=1"])
     assert config.seeds == (0, 1) and config.step_grid == (20, 40) and config.workers == 1
+
+
+def test_overview_row_states_the_goals_from_the_final_table(tmp_path):
+    chosen, scores = _final_results()
+    results = {**scores, "chosen": {"method": chosen}, "goals": ft.goals(scores, chosen, "paper (notebook 03)"),
+               "steps": {"steps": 600}, "config": {"seeds": [0, 1, 2]}, "paper_row": "paper (notebook 03)"}
+    results["rows"]["two networks"] = {}
+    with pytest.raises(FileNotFoundError):
+        ft.glance_row(tmp_path)
+    (tmp_path / ft.RESULTS).write_text(json.dumps(results))
+    row = ft.glance_row(tmp_path)
+    assert "99.0 / 90.0 % in the training wording" in row and "**missed** by 2 to 10 points" in row
+    assert "R@1 goal **met**" in row and row.startswith("| (future work)")

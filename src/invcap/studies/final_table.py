@@ -431,6 +431,37 @@ def render_limitations(results_folder: Path) -> str:
         f"combinations and of training seeds, not the dataset draw, the judge's training or the autoencoder's."])
 
 
+def glance_row(folder: Path) -> str:
+    """The README overview's row (``invcap.studies.overview``): the paper's future-work claim, on test."""
+    r = read_json(folder / RESULTS, "python -m invcap.studies.final_table (make paper)")
+    chosen, rows = r["chosen"]["method"], r["rows"]
+    goals_ = [g for g in r["goals"] if "wording" in g["goal"]]
+    if not goals_:   # data without attributes: no all-correct rates
+        return (f"| (future work) make inversion of real captions produce meaningful images | `{chosen}`: "
+                f"R-precision {_cell(rows[chosen], 'test/own/r_precision')} % on test | see the final table |")
+    rate = {(g["goal"].split(" wording")[0], "unseen" if "unseen" in g["goal"] else "seen"): g for g in goals_}
+
+    def pair(name: str, wording: str) -> str:
+        row = rows.get(name, {})
+        v = [row.get(f"{s}/{wording}/all_correct") for s in ("test", "compositional_test")]
+        return " / ".join("–" if e is None else f"{e['value']:.1f}" for e in v)
+
+    missed = [g for g in goals_ if not g["met"]]
+    r1 = next((g for g in r["goals"] if g["goal"].startswith("captioning")), None)
+    stable = next((g for g in r["goals"] if "divergence" in g["goal"]), None)
+    return (f"| (future work) make inversion of real captions produce meaningful images | `{chosen}` "
+            f"({r['steps']['steps']} steps, {len(r['config']['seeds'])} seeds), all attributes right on test, "
+            f"seen / unseen combinations: {pair(chosen, 'training')} % in the training wording, "
+            f"{pair(chosen, 'heldout')} % in a held-out wording (paper's training: {pair(r['paper_row'], 'training')} %;"
+            f" two dedicated MLPs: {pair('two networks', 'training')} %); captioning R@1 through f "
+            f"{rows[chosen]['test/i2t_R@1']['value']:.1f} (paper {rows[r['paper_row']]['test/i2t_R@1']['value']:.1f})"
+            f" | goals (97 / 92 %, held-out 90 / 80 %) **{'met' if not missed else 'missed'}**"
+            + (f" by {min(-g['margin'] for g in missed):.0f} to {max(-g['margin'] for g in missed):.0f} points"
+               if missed else "")
+            + (f"; R@1 goal **{'met' if r1['met'] else 'missed'}**" if r1 else "")
+            + (f"; no divergence: **{'met' if stable['met'] else 'missed'}**" if stable else "") + " |")
+
+
 README_BLOCKS = {"final-table": render_table, "gap-limitations": render_limitations}
 
 
