@@ -376,10 +376,10 @@ def test_training_hook_gets_the_steps_factors():
 
 
 def test_method_loss_with_the_steps_factors_matches_without():
-    from invcap.methods import Method, MethodLoss
+    from invcap.methods import Contrastive, Inverse, Method, MethodLoss, Spread
 
-    loss = MethodLoss(Method("t", "spread + noisy inverse", spread_weight=1e-2, noisy_inverse_weight=1.0,
-                             inverse_noise=0.1))
+    loss = MethodLoss(Method("t", "spread + inverse + contrastive", terms=(Spread(1e-2), Inverse(1.0),
+                                                                          Contrastive(0.1, 0.5))))
     net = randomize_(InvertibleMLP(8, 3, learn_diagonal=True), scale=0.4).double()
     z, y = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
     results = []
