@@ -24,14 +24,16 @@ STORED := INVCAP_PROGRESS=final
 # The second numeric path of `make test-portable`: a lower CPU capability and one thread.
 PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 INVCAP_THREADS=1
 
-# Notebook 01 is independent of the others; notebooks 02 -> 05 build on each other. `make paper` and
-# `make test` run the two chains side by side, one thread each (the CI machine has 2 cores), so the
-# committed outputs come from the same thread count as the test's default run.
+# generator: trains only what `python -m invcap generate` needs (data, autoencoder, features, the method
+# notebook 05 chose on validation, read from results/), a few minutes on 2 cores; caches shared with make paper.
+# Notebook 01 is independent of the others; notebooks 02 -> 05 build on each other. `make paper` runs
+# them as two chains side by side and `make test` on two workers, one thread each (the CI machine has
+# 2 cores), so the committed outputs come from the same thread count as the test's default run.
 NB_TOY := $(filter notebooks/01_%,$(NOTEBOOKS))
 NB_STUDY := $(filter-out $(NB_TOY),$(NOTEBOOKS))
 CHAIN := INVCAP_THREADS=$${INVCAP_THREADS:-1} OMP_NUM_THREADS=$${INVCAP_THREADS:-1}
 
-.PHONY: help setup paper paper-toy paper-notebooks test test-portable test-chain-unit test-chain-notebooks test-unit test-notebooks test-flickr30k flickr30k bench lab clean
+.PHONY: help setup paper generator paper-toy paper-notebooks test test-portable test-unit-part test-nb01 test-nb02 test-nb03 test-nb04 test-nb05 test-unit test-notebooks test-flickr30k test-flickr30k-part flickr30k bench lab clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -51,8 +53,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 paper: setup ## execute every notebook in order (in place), then the studies that follow them: regenerates figures/, results/ and the README's number blocks
 	$(MAKE) --no-print-directory -j2 --output-sync=target paper-toy paper-notebooks
-	$(STORED) $(PY) -m invcap.notebook_tools seed-study
+	$(STORED) $(PY) -m invcap.studies.final_table
 	$(PY) -m invcap.studies.readme
+
+generator: setup ## train only the text -> image generator, then: python -m invcap generate "a small red circle at the top left"
+	$(PY) -m invcap train-generator
 
 paper-toy: setup
 	$(CHAIN) $(PY) -m invcap.studies.notebooks run $(NB_TOY)
@@ -60,24 +65,32 @@ paper-toy: setup
 paper-notebooks: setup
 	$(CHAIN) $(PY) -m invcap.studies.notebooks run $(NB_STUDY)
 
-# `make test`: the unit tests, then notebook 01 (and the Flickr30k rehearsal), beside notebooks 02 -> 05.
-# One NBVAL_OUT folder takes both chains' figures and results.
-test: setup ## run pytest on tests/ and nbval on every notebook (two chains side by side)
+# `make test` schedules its parts on two workers (make -j2, one thread each; CI has 2 cores) by what
+# they need: notebook 02 -> 03 -> {04, 05} in that order, the unit tests, notebook 01 and the Flickr30k
+# rehearsal beside them. One NBVAL_OUT folder takes every notebook's figures and results.
+NBVAL_PARTS := test-nb02 test-nb03 test-nb05 test-nb04 test-unit-part test-nb01 test-flickr30k-part
+test: setup ## run pytest on tests/ and nbval on every notebook (two workers side by side)
 	@start=$$(date +%s); out=$${NBVAL_OUT:-$$(mktemp -d)}; mkdir -p $$out; echo "nbval artifacts -> $$out"; \
-	echo "two chains side by side; each prints its log when it ends"; \
-	$(MAKE) --no-print-directory -j2 --output-sync=target NBVAL_OUT=$$out test-chain-unit test-chain-notebooks && \
+	echo "two workers side by side; each part prints its log when it ends"; \
+	$(MAKE) --no-print-directory -j2 --output-sync=target NBVAL_OUT=$$out $(NBVAL_PARTS) && \
 	echo "make test: all green in $$(( $$(date +%s) - start )) s"
 
 test-portable: ## `make test` on a second numeric path: CPU capability AVX2, MKL AVX2, 1 thread
 	$(PORTABLE) $(MAKE) test
 
-test-chain-unit: setup
-	$(CHAIN) $(MAKE) --no-print-directory test-unit
-	$(CHAIN) $(MAKE) --no-print-directory test-notebooks NOTEBOOKS="$(NB_TOY)"
-	$(CHAIN) $(MAKE) --no-print-directory test-flickr30k
+# One nbval run per notebook, in the order the study needs (each reads its predecessors' results).
+NB_TESTS := test-nb01 test-nb02 test-nb03 test-nb04 test-nb05
+$(NB_TESTS): test-nb%: setup
+	$(CHAIN) $(MAKE) --no-print-directory test-notebooks NOTEBOOKS="$(wildcard notebooks/$*_*.ipynb)"
+test-nb03: test-nb02
+test-nb04: test-nb03
+test-nb05: test-nb03
 
-test-chain-notebooks: setup
-	$(CHAIN) $(MAKE) --no-print-directory test-notebooks NOTEBOOKS="$(NB_STUDY)"
+test-unit-part: setup
+	$(CHAIN) $(MAKE) --no-print-directory test-unit
+
+test-flickr30k-part: setup
+	$(CHAIN) $(MAKE) --no-print-directory test-flickr30k
 
 test-unit: setup
 	$(PY) -m pytest -q tests

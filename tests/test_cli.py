@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from invcap.autoencoder import AutoencoderConfig
-from invcap.methods import Method, TrainedMethod, save_generator
 from invcap.captioning import CaptioningConfig, build_network
+from invcap.generator import save_generator
+from invcap.linalg import principal_directions
+from invcap.methods import LatentPrior, Method, PaddedInverse, TrainedMethod
 from invcap.text import DEFAULT_MODEL
 
 CAPTION = "a small red circle at the top left"
@@ -22,12 +24,9 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     ae_config = AutoencoderConfig(latent_dim=384, image_size=32, widths=(4, 8, 8))
     autoencoder = ae_config.model().eval()
-    spec = Method("tiny", "untrained, for the CLI test", {"depth": 1}, latent_dims=4, mmd_weight=1.0,
-                  padded_inverse_weight=1.0)
+    spec = Method("tiny", "untrained, for the CLI test", (LatentPrior(), PaddedInverse()), {"depth": 1}, latent_dims=4)
     config = CaptioningConfig(depth=1, init_std=0.1, device="cpu")
-    from invcap.methods import CaptionSpace
-
-    space = CaptionSpace.fit(torch.randn(50, 384, generator=torch.Generator().manual_seed(1)) * 0.05)
+    space = principal_directions(torch.randn(50, 384, generator=torch.Generator().manual_seed(1)) * 0.05)
     trained = TrainedMethod(spec, build_network(384, config).eval(), config, space)
     path = tmp_path_factory.mktemp("generator") / "tiny.pt"
     save_generator(path, trained, autoencoder, vars(ae_config), DEFAULT_MODEL)
@@ -63,9 +62,9 @@ def test_empty_caption_is_a_clear_error(checkpoint, tmp_path):
 
 def test_missing_checkpoint_names_the_make_target(tmp_path):
     result = _run(CAPTION, "--out", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "nope.pt"), cwd=tmp_path)
-    assert result.returncode == 2 and "make paper" in result.stderr and "nope.pt" in result.stderr
+    assert result.returncode == 2 and "make generator" in result.stderr and "nope.pt" in result.stderr
     default = _run(CAPTION, "--out", str(tmp_path / "x.png"), cwd=tmp_path)   # empty cache: default path
-    assert default.returncode == 2 and "make paper" in default.stderr
+    assert default.returncode == 2 and "make generator" in default.stderr
 
 
 def test_bad_options_are_clear_errors(checkpoint, tmp_path):
@@ -75,4 +74,14 @@ def test_bad_options_are_clear_errors(checkpoint, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     result = _run(CAPTION, "--out", str(tmp_path / "x.png"), "--checkpoint", str(broken), cwd=tmp_path)
-    assert result.returncode == 2 and "make paper" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "make generator" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_generator_rejects_bad_options_before_any_work(tmp_path, monkeypatch, capsys):
+    from invcap.__main__ import main
+
+    monkeypatch.setenv("INVCAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("INVCAP_RESULTS_DIR", str(tmp_path / "results"))
+    assert main(["train-generator", "--steps", "0"]) == 2 and "--steps" in capsys.readouterr().err
+    assert main(["train-generator", "--method", "nope"]) == 2 and "unknown method" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()

@@ -25,14 +25,25 @@ FIGURES = {
     "04_conditioning.png": "04_inversion_analysis",
     "05_ablation.png": "05_closing_the_inversion_gap",
     "05_generated_grid.png": "05_closing_the_inversion_gap",
-    "05_samples.png": "05_closing_the_inversion_gap",
-    "05_seeds.png": "python -m invcap.notebook_tools seed-study",
+    "05_partial_captions.png": "05_closing_the_inversion_gap",
+    "05_final_table.png": "python -m invcap.studies.final_table",
+    "05_typed_captions.png": "python -m invcap.studies.final_table",
+    "05_training_stability.png": "python -m invcap.studies.final_table",
+    "05_partial_captions_test.png": "python -m invcap.studies.final_table",
 }
+
+
+# `make paper`'s final table (after the notebooks) writes these; until it has run once on a commit
+# (no results/final_table.json) they may be missing, and their checks are skipped.
+FINAL_TABLE_RAN = (FIGURES_DIR.parent / "results" / "final_table.json").is_file()
+LATER = {n for n, w in FIGURES.items() if w == "python -m invcap.studies.final_table"}
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_figure_exists_with_sensible_size(name):
     path = FIGURES_DIR / name
+    if name in LATER and not FINAL_TABLE_RAN and not path.is_file():
+        pytest.skip(f"{name}: the final table has not run on this commit (make paper)")
     writer = FIGURES[name] if FIGURES[name].startswith("python") else f"notebooks/{FIGURES[name]}.ipynb"
     assert path.is_file(), f"{name} missing: run {writer} (make paper)"
     with Image.open(path) as image:
@@ -45,4 +56,5 @@ def test_figure_exists_with_sensible_size(name):
 
 def test_every_committed_figure_is_listed():
     on_disk = {path.name for path in FIGURES_DIR.glob("*.png")}
-    assert on_disk == set(FIGURES), f"unlisted or missing figures: {on_disk ^ set(FIGURES)}"
+    expected = set(FIGURES) if FINAL_TABLE_RAN else set(FIGURES) - (LATER - on_disk)
+    assert on_disk == expected, f"unlisted or missing figures: {on_disk ^ expected}"

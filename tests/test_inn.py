@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from invcap import inn
 from invcap.inn import InvertibleLeakyReLU, InvertibleMLP, LULinear
 
 
@@ -288,10 +289,12 @@ def test_forward_paths_match_dense_at_realistic_size(batch):
         assert relative_error(layer(x), x @ (L @ U).T + layer.bias) <= 1e-13
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_inverse_paths_match_dense_solve_at_realistic_size(bias):
-    # The no-grad path solves in place, the autograd path allocates; both against a dense
-    # float64 torch.linalg.solve, and float32 against the float64 truth.
+@pytest.mark.parametrize("bias, block_rows", [(True, 512), (False, 512), (True, 64)])
+def test_inverse_paths_match_dense_solve_at_realistic_size(bias, block_rows, monkeypatch):
+    # The no-grad path solves in place, block_rows rows at a time (64: several blocks and a
+    # partial last one), the autograd path allocates; both against a dense float64
+    # torch.linalg.solve, and float32 against the float64 truth.
+    monkeypatch.setattr(inn, "INVERSE_BLOCK_ROWS", block_rows)
     n, batch = 384, 300
     torch.manual_seed(0)
     layer = randomize_(LULinear(n, bias=bias), scale=0.3).double()
@@ -376,10 +379,10 @@ def test_training_hook_gets_the_steps_factors():
 
 
 def test_method_loss_with_the_steps_factors_matches_without():
-    from invcap.methods import Method, MethodLoss
+    from invcap.methods import Contrastive, Inverse, Method, MethodLoss, Spread
 
-    loss = MethodLoss(Method("t", "spread + noisy inverse", spread_weight=1e-2, noisy_inverse_weight=1.0,
-                             inverse_noise=0.1))
+    loss = MethodLoss(Method("t", "spread + inverse + contrastive", terms=(Spread(1e-2), Inverse(1.0),
+                                                                          Contrastive(0.1, 0.5))))
     net = randomize_(InvertibleMLP(8, 3, learn_diagonal=True), scale=0.4).double()
     z, y = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
     results = []

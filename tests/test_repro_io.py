@@ -75,3 +75,25 @@ def test_run_record_names_commit_dirtiness_data_and_timings():
     assert isinstance(record["git_dirty"], (bool, type(None))) and record["git_commit"]
     assert record["data"] == "embedded:abc" and set(record["timings"]) == {"train"}
     assert record["device"]["type"] == "cpu" and record["device"]["threads"] >= 1
+
+
+def test_git_dirty_ignores_the_artifacts_make_paper_writes(tmp_path, monkeypatch):
+    import subprocess
+
+    from invcap import repro
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("src/code.py", "results/a.json", "figures/a.png", "notebooks/01.ipynb", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr("invcap.io.repo_root", lambda: tmp_path)
+    for name in ("results/a.json", "figures/a.png", "notebooks/01.ipynb", "README.md"):
+        (tmp_path / name).write_text("1")
+    assert repro.git_state()["dirty"] is False
+    (tmp_path / "src/code.py").write_text("1")
+    assert repro.git_state()["dirty"] is True

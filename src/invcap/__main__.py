@@ -1,8 +1,10 @@
 """Command line: ``python -m invcap generate "a small red circle at the top left" --out image.png``.
 
-Generates images from a caption with the best method of notebook 05 (its checkpoint is written
-by ``make paper``), upsamples them for visibility and writes PNGs. With ``--samples S > 1`` the
-files are ``image-1.png`` ... ``image-S.png``; a method without a latent gives S identical images.
+Generates images from a caption with the generator that ``make generator`` (or ``make paper``)
+saves (``invcap.generator``: the method notebook 05 chose on validation), upsamples them for
+visibility and writes PNGs. With ``--samples S > 1`` the files are ``image-1.png`` ...
+``image-S.png``; a method without a latent gives S identical images.
+``python -m invcap train-generator`` builds that generator (what ``make generator`` runs).
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="image.png", help="output PNG (default: image.png)")
     gen.add_argument("--samples", type=int, default=1, help="images to generate for the caption (default: 1)")
     gen.add_argument("--checkpoint", default=None,
-                     help="generator checkpoint (default: <cache>/generator/best.pt, written by `make paper`)")
+                     help="generator checkpoint (default: <cache>/generator/best.pt, written by `make generator`)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the latent samples (default: 0)")
     gen.add_argument("--scale", type=int, default=8,
                      help="nearest-neighbour upsampling factor: 32x32 images become 256x256 PNGs at 8 (default)")
+    build = commands.add_parser("train-generator", help="train the generator and what it needs (make generator)")
+    build.add_argument("--method", default=None, help="a registered method (default: notebook 05's choice)")
+    build.add_argument("--steps", type=int, default=None, help="training steps (default: the chosen steps)")
+    build.add_argument("--checkpoint", default=None, help="where to save it (default: <cache>/generator/best.pt)")
     return parser
 
 
@@ -66,7 +72,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     import torch
     from PIL import Image
 
-    from invcap.methods import TextToImage, default_generator_path
+    from invcap.generator import TextToImage, default_generator_path
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_generator_path()
     model = TextToImage.load(checkpoint)
@@ -80,10 +86,20 @@ def generate(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def train_generator(args: argparse.Namespace) -> list[Path]:
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from invcap.generator import build_generator
+
+    return [build_generator(Path(args.checkpoint) if args.checkpoint else None, args.method, args.steps)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        paths = generate(args)
+        paths = generate(args) if args.command == "generate" else train_generator(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

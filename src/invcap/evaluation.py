@@ -1,405 +1,407 @@
-"""Judging images generated from captions (notebook 05).
+"""Scoring text <-> image models (notebook 05 and its final table), with confidence intervals.
 
-- The attribute judge (``AttributeJudge``, ``JudgeConfig``, ``load_or_train_judge``,
-  ``judge_accuracy``, ...) lives in ``invcap.judge`` and is re-exported here.
-- ``r_precision``: AttnGAN-style. For every generated image, its (re-encoded, captioned)
-  embedding ranks its own caption against ``candidates - 1`` captions of *other* attribute
-  combinations; R-precision is the percentage ranked first.
-- ``pairwise_diversity``: mean RMS pixel distance between the images generated for one caption.
+A *model* is anything with ``name``, ``samples``, ``caption(latents)``, ``invert(embeddings,
+samples, seed)`` and ``project(latents)``: an ``invcap.methods.TrainedMethod`` or a baseline of
+``invcap.baselines``. Every metric is computed per item (a caption, an image) and kept as
+``Outcomes`` with the item's *cluster*: its attribute combination where the data has attributes
+(the captions of one combination are not independent), else its image. ``summarize`` turns the
+outcomes of one or several training seeds into a value with a 95 % cluster-bootstrap interval:
+each replicate resamples clusters with replacement, and seeds with replacement when there are
+several, so the interval covers both the choice of combinations and the training seed.
+
+Metrics that need no attributes (any dataset, Flickr30k included):
+- captioning retrieval through f, both ways (``captioning``: R@1/5/10, VSE++ protocol);
+- retrieval through f^-1 (``inverse_retrieval``): captions inverted to latents, ranked against
+  the split's image latents (and back);
+- ``generation``: per caption, R-precision of the generated image read by an *independent*
+  captioner (ridge regression latent -> caption fitted on real training pairs, never the model
+  under test), and PSNR / SSIM against the caption's own image.
+Where the data has attributes, ``generation`` adds the attribute judge (``invcap.judge``): the
+stated attributes all right, and each attribute; ``partial_variation`` measures whether samples
+for a partial caption vary in the attributes it leaves out; ``decoder_ceiling`` is the judge on
+the autoencoder's reconstructions of the real images, the most a generator can reach.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Mapping, Sequence
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
 
-from invcap.inversion import finite_mask
-# The judge moved to invcap.judge; re-exported here until evaluation.py is reworked (helper "gap").
-from invcap.judge import (AttributeJudge, JudgeConfig, _blur, augment, encode_labels,  # noqa: F401
-                          judge_accuracy, judge_training_set, load_or_train_judge, train_judge)
-from invcap.retrieval import attribute_labels, cosine_similarity_matrix, retrieval_metrics
+from invcap.linalg import cosine_similarity_matrix, label_codes
+from invcap.retrieval import RECALL_AT, attribute_labels, ranks_from_similarity, relevance_matrix
 
-__all__ = ["AttributeJudge", "JudgeConfig", "encode_labels", "judge_training_set", "augment", "train_judge",
-           "load_or_train_judge", "judge_accuracy", "r_precision", "pairwise_diversity", "reference_diversity",
-           "decode_latents", "generate_split", "score_generated", "evaluate_method", "ABLATION_COLUMNS",
-           "inverse_retrieval", "seed_study", "summarize_seeds", "SEED_COLUMNS", "GOAL_ALL_CORRECT",
-           "GOAL_R1_BELOW_PAPER", "goal_thresholds", "image_captioner",
-           "plot_generation_grid", "plot_samples", "plot_ablation", "plot_seeds"]
+__all__ = ["Outcomes", "bootstrap_interval", "summarize", "chance_all_correct", "CaptionSet", "Split",
+           "independent_captioner", "captioning", "inverse_retrieval", "decode_all", "generation",
+           "partial_variation", "decoder_ceiling", "select_best", "collapsed", "JUDGE_REQUIRED", "N_BOOT"]
 
-# --- retrieval-based and diversity scores ---------------------------------------------------
-
-def r_precision(query_embeddings: torch.Tensor, caption_embeddings: torch.Tensor, labels: Sequence[Hashable],
-                candidates: int = 100, seed: int = 0) -> float:
-    """R-precision in percent.
-
-    query_embeddings[i]: the captioning model's embedding of generated image i;
-    caption_embeddings[i]: the caption image i was generated from; labels[i]: its attribute
-    combination. Each query ranks its caption against ``candidates - 1`` captions drawn (without
-    replacement, seeded) from rows with a *different* label, by cosine similarity; a hit is a
-    strictly higher score for its own caption (a tie is a miss, so a degenerate query cannot score).
-    Non-finite queries are misses.
-    """
-    n = query_embeddings.shape[0]
-    if caption_embeddings.shape != query_embeddings.shape or query_embeddings.dim() != 2:
-        raise ValueError(f"query_embeddings {tuple(query_embeddings.shape)} and caption_embeddings "
-                         f"{tuple(caption_embeddings.shape)} must both be (N, d)")
-    if len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} queries")
-    if candidates < 2:
-        raise ValueError(f"candidates must be >= 2, got {candidates}")
-    codes: dict[Hashable, int] = {}
-    code = torch.tensor([codes.setdefault(label, len(codes)) for label in labels])
-    gen = torch.Generator().manual_seed(seed)
-    finite = torch.isfinite(query_embeddings).all(dim=1)
-    queries = torch.nan_to_num(query_embeddings.double(), nan=0.0, posinf=0.0, neginf=0.0)
-    sims = cosine_similarity_matrix(queries, caption_embeddings.double())   # (N, N)
-    hits = 0
-    for i in range(n):
-        pool = (code != code[i]).nonzero().flatten()
-        if pool.numel() < candidates - 1:
-            raise ValueError(f"query {i} has only {pool.numel()} captions of other attribute combinations; "
-                             f"R-precision needs {candidates - 1} (lower `candidates` or add captions)")
-        negatives = pool[torch.randperm(pool.numel(), generator=gen)[:candidates - 1]]
-        hits += int(bool(finite[i]) and bool(sims[i, i] > sims[i, negatives].max()))
-    return 100.0 * hits / n
+N_BOOT = 2000
+JUDGE_REQUIRED = 97.0   # percent all-correct the judge must reach on real images before it may score
+Decode = Callable[[torch.Tensor], torch.Tensor]
 
 
-def pairwise_diversity(samples: torch.Tensor) -> float:
-    """Mean RMS pixel distance between the S images generated for each caption, averaged over
-    pairs and captions. samples: (N, S, C, H, W) with S >= 2, pixels clamped to [0, 1]."""
-    if samples.dim() != 5 or samples.shape[1] < 2:
-        raise ValueError(f"samples must be (N, S, C, H, W) with S >= 2 samples per caption, got {tuple(samples.shape)}")
-    flat = samples.double().clamp(0, 1).flatten(2)                         # (N, S, P)
-    s = samples.shape[1]
-    first, second = torch.triu_indices(s, s, offset=1)
-    rms = (flat[:, first] - flat[:, second]).pow(2).mean(dim=2).sqrt()     # (N, pairs)
-    return float(rms.mean())
+# --- outcomes and the cluster bootstrap --------------------------------------------------------
+
+@dataclass
+class Outcomes:
+    """Per-item values of one metric (percent: a hit is 100, a miss 0) and each item's cluster."""
+
+    values: np.ndarray    # (N,) float
+    clusters: np.ndarray  # (N,) int codes
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        self.clusters = np.asarray(self.clusters, dtype=np.int64).reshape(-1)
+        if self.values.shape != self.clusters.shape:
+            raise ValueError(f"{self.values.shape[0]} values but {self.clusters.shape[0]} clusters")
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean()) if self.values.size else math.nan
 
 
-# --- scoring a method on one split ---------------------------------------------------------
+def bootstrap_interval(values: np.ndarray, clusters: np.ndarray, n_boot: int = N_BOOT, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` (S seeds, N items) under a bootstrap that
+    draws the K clusters with replacement (every item of a drawn cluster comes along) and, when
+    S > 1, the S seeds with replacement; the statistic of a replicate is the mean over its drawn
+    seeds of each seed's mean over the drawn items. ``numpy.random.default_rng(seed)`` draws the
+    clusters first (one (n_boot, K) integer array), then the seeds (one (n_boot, S) array)."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    codes, inverse = np.unique(np.asarray(clusters).reshape(-1), return_inverse=True)
+    s, n = values.shape
+    if n == 0 or inverse.shape[0] != n:
+        raise ValueError(f"values {values.shape} and {inverse.shape[0]} clusters must describe the same items")
+    if not (0 < level < 1) or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+    k = codes.shape[0]
+    sums = np.zeros((s, k))
+    for i in range(s):
+        sums[i] = np.bincount(inverse, weights=values[i], minlength=k)
+    sizes = np.bincount(inverse, minlength=k).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, k, size=(n_boot, k))
+    counts = np.zeros((n_boot, k))
+    np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1.0)
+    per_seed = (counts @ sums.T) / (counts @ sizes)[:, None]            # (n_boot, S)
+    if s > 1:
+        seeds = rng.integers(0, s, size=(n_boot, s))
+        stats = np.take_along_axis(per_seed, seeds, axis=1).mean(axis=1)
+    else:
+        stats = per_seed[:, 0]
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def summarize(outcomes: Sequence[Outcomes], n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """Value (mean over seeds of each seed's mean), 95 % interval, per-seed values and sizes of
+    the outcomes of one metric from one or several training seeds (same items in each)."""
+    if not outcomes:
+        raise ValueError("summarize needs the outcomes of at least one seed")
+    first = outcomes[0]
+    if any(o.clusters.shape != first.clusters.shape or not np.array_equal(o.clusters, first.clusters)
+           for o in outcomes):
+        raise ValueError("every seed's outcomes must cover the same items (same clusters)")
+    values = np.stack([o.values for o in outcomes])
+    lo, hi = bootstrap_interval(values, first.clusters, n_boot=n_boot, seed=seed)
+    return {"value": float(values.mean()), "lo": lo, "hi": hi, "per_seed": [float(v) for v in values.mean(axis=1)],
+            "n": int(values.shape[1]), "clusters": int(np.unique(first.clusters).size)}
+
+
+def chance_all_correct(attributes: Mapping[str, Sequence[str]]) -> float:
+    """Percent all-correct of a generator that draws every attribute at random (uniform values)."""
+    return 100.0 / math.prod(len(v) for v in attributes.values())
+
+
+# --- what is scored ----------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """The images of one split: latents (N, d), images (N, 3, H, W), their own captions'
+    embeddings (N, C, d) and, where the data has them, attribute dicts."""
+
+    name: str
+    latents: torch.Tensor
+    images: torch.Tensor
+    caption_embeddings: torch.Tensor
+    attributes: list[dict[str, str]] | None = None
+
+    @classmethod
+    def from_features(cls, features) -> "Split":
+        images = features.images   # a float tensor, or a lazy uint8 view (Flickr30k): a val/test split fits
+        images = images if isinstance(images, torch.Tensor) else images.float()
+        return cls(str(features.split), features.latents, images, features.caption_embeddings,
+                   None if features.attributes is None else [dict(a) for a in features.attributes])
+
+    def clusters(self) -> np.ndarray:
+        """Per image: the code of its attribute combination, or its own index without attributes."""
+        if self.attributes is None:
+            return np.arange(self.latents.shape[0])
+        return label_codes(attribute_labels(self.attributes))[0].numpy()
+
+
+@dataclass
+class CaptionSet:
+    """Captions to generate from: ``embeddings[j]`` embeds ``texts[j]``, written for image
+    ``image[j]`` of its split; ``mentions[j]``: the attributes it states (None without attributes)."""
+
+    wording: str
+    texts: list[str]
+    embeddings: torch.Tensor
+    image: torch.Tensor
+    mentions: list[tuple[str, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        m = len(self.texts)
+        if self.embeddings.dim() != 2 or self.embeddings.shape[0] != m or self.image.shape != (m,):
+            raise ValueError(f"{m} texts, embeddings {tuple(self.embeddings.shape)} and image indices "
+                             f"{tuple(self.image.shape)} must describe the same captions")
+        if self.mentions is not None and len(self.mentions) != m:
+            raise ValueError(f"{len(self.mentions)} mention tuples for {m} captions")
+
+    @classmethod
+    def own(cls, split: Split) -> "CaptionSet":
+        """A split's own captions (embeddings only: evaluation needs no text)."""
+        n, c, d = split.caption_embeddings.shape
+        return cls("own", [""] * (n * c), split.caption_embeddings.reshape(n * c, d),
+                   torch.arange(n).repeat_interleave(c))
+
+
+def independent_captioner(train_latents: torch.Tensor, train_caption_embeddings: torch.Tensor,
+                          encode: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images -> caption embeddings through the autoencoder's encoder and a ridge regression
+    latent -> caption fitted on the real training pairs: the reader of R-precision, trained
+    independently of every model under test."""
+    from invcap.captioning import fit_least_squares
+
+    regression = fit_least_squares(train_latents, train_caption_embeddings)
+
+    @torch.no_grad()
+    def read(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([regression(encode(b.float()).double()).float() for b in images.split(1024)])
+    return read
+
+
+# --- retrieval ---------------------------------------------------------------------------------
+
+def _ranks(image_side: torch.Tensor, caption_side: torch.Tensor, owner: torch.Tensor,
+           labels: Sequence[Hashable] | None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-based ranks: every image query over the caption bank, every caption query over the images."""
+    relevant = relevance_matrix(owner, image_side.shape[0], labels)
+    i2t = torch.cat([ranks_from_similarity(cosine_similarity_matrix(q, caption_side), r)
+                     for q, r in zip(image_side.split(chunk), relevant.split(chunk))])
+    relevant_t = relevant.T.contiguous()
+    t2i = torch.cat([ranks_from_similarity(cosine_similarity_matrix(q, image_side), r)
+                     for q, r in zip(caption_side.split(chunk), relevant_t.split(chunk))])
+    return i2t, t2i
+
+
+def _recall_outcomes(prefix: str, ranks: torch.Tensor, clusters: np.ndarray) -> dict[str, Outcomes]:
+    return {f"{prefix}_R@{k}": Outcomes(100.0 * (ranks <= k).double().numpy(), clusters) for k in RECALL_AT}
+
+
+def _labels(split: Split) -> list | None:
+    return None if split.attributes is None else attribute_labels(split.attributes)
+
 
 @torch.no_grad()
-def decode_latents(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor,
-                   batch_size: int = 1024) -> torch.Tensor:
-    """decode((M, d)) in batches -> (M, 3, H, W) on CPU, not clamped."""
-    return torch.cat([decode(chunk).float().cpu() for chunk in latents.split(batch_size)])
-
-
-@torch.no_grad()
-def generate_split(trained, caption_embeddings: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor],
-                   samples: int = 1, seed: int = 0) -> torch.Tensor:
-    """Images for every caption: caption_embeddings (N, C, d) -> (N, C, samples, 3, H, W), via
-    ``trained.invert`` (a ``TrainedMethod``) and ``decode``."""
-    if caption_embeddings.dim() != 3:
-        raise ValueError(f"caption_embeddings must be (N, C, d), got {tuple(caption_embeddings.shape)}")
-    n, c, d = caption_embeddings.shape
-    latents = trained.invert(caption_embeddings.reshape(n * c, d), samples=samples, seed=seed)
-    images = decode_latents(decode, latents.reshape(n * c * samples, d))
-    return images.reshape(n, c, samples, *images.shape[1:])
-
-
-@torch.no_grad()
-def score_generated(images: torch.Tensor, caption_embeddings: torch.Tensor,
-                    attribute_dicts: Sequence[Mapping[str, str]], judge: AttributeJudge,
-                    caption_images: Callable[[torch.Tensor], torch.Tensor], candidates: int = 100,
-                    seed: int = 0) -> dict:
-    """Judge and R-precision for images generated from captions.
-
-    images (N, C, S, 3, H, W) from ``generate_split``; caption_embeddings (N, C, d); the judge
-    scores every image against its source image's attributes; ``caption_images`` maps images to
-    caption embeddings (the reference captioning model on the re-encoded image) for R-precision,
-    computed on the first sample of every caption. Diversity is over the S samples, when S > 1."""
-    n, c, s = images.shape[:3]
-    if caption_embeddings.shape[:2] != (n, c) or len(attribute_dicts) != n:
-        raise ValueError(f"images {tuple(images.shape[:3])}, caption_embeddings {tuple(caption_embeddings.shape[:2])} "
-                         f"and {len(attribute_dicts)} attribute dicts do not describe the same images")
-    owners = [attribute_dicts[i] for i in range(n) for _ in range(c * s)]
-    flat = images.reshape(n * c * s, *images.shape[3:])
-    out: dict = {"judge": judge_accuracy(judge, flat, owners), "n_images": int(flat.shape[0]),
-                 "n_nonfinite": int((~finite_mask(flat)).sum())}
-    first = images[:, :, 0].reshape(n * c, *images.shape[3:])
-    clean = torch.nan_to_num(first, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
-    queries = caption_images(clean)
-    labels = [label for label in attribute_labels(attribute_dicts) for _ in range(c)]
-    out["r_precision"] = r_precision(queries, caption_embeddings.reshape(n * c, -1), labels, candidates, seed)
-    out["diversity"] = pairwise_diversity(images.reshape(n * c, s, *images.shape[3:])) if s > 1 else float("nan")
-    return out
-
-
-def reference_diversity(images: torch.Tensor, attribute_dicts: Sequence[Mapping[str, str]]) -> float:
-    """``pairwise_diversity`` of *real* images that share an attribute combination: how much the
-    data itself varies for one description (the scale against which sampled diversity reads)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, label in enumerate(attribute_labels(attribute_dicts)):
-        groups.setdefault(label, []).append(i)
-    sizes = sorted({len(v) for v in groups.values() if len(v) >= 2})
-    if not sizes:
-        raise ValueError("no attribute combination has two images")
-    s = sizes[0]   # equal group sizes so one (N, S, ...) tensor holds them
-    chosen = [v[:s] for v in groups.values() if len(v) >= s]
-    return pairwise_diversity(torch.stack([images[idx] for idx in chosen]))
-
-
-ABLATION_COLUMNS = ("method", "captioning_r1", "captioning_r1_inverse", "forward_mse", "attribute_acc_seen",
-                    "attribute_acc_unseen", "all_correct_seen", "all_correct_unseen", "r_precision_seen", "r_precision_unseen", "diversity")
-
-
-@torch.no_grad()
-def inverse_retrieval(trained, split, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Image -> text retrieval with the same network run backwards: every caption of the bank is
-    inverted, f^-1(y) (as the method generates: projected, or with z drawn for latent padding),
-    and each image ranks the captions by cosine similarity between its own latent and theirs, both
-    centred on the mean image latent of ``split``. Same protocol and output as
-    ``retrieval_metrics`` (attribute match when ``split.attributes`` is set). It tells whether
-    a network that captions poorly forwards still places captions next to their images backwards."""
+def captioning(model, split: Split) -> dict[str, Outcomes]:
+    """Retrieval through f on the split's own captions: image -> text (``i2t_R@K``) and
+    text -> image (``t2i_R@K``), attribute match where the data has attributes, else exact match."""
     n, c, d = split.caption_embeddings.shape
-    inverted = trained.invert(split.caption_embeddings.reshape(n * c, d), samples=1, seed=seed)[:, 0]
-    if not bool(torch.isfinite(inverted).all()):
-        raise ValueError(f"{trained.method.name}: f^-1 of {int((~torch.isfinite(inverted)).any(dim=1).sum())} "
-                         "captions is not finite; inverse-direction retrieval is undefined")
-    latents = trained.project(split.latents.float())
-    centre = latents.mean(dim=0)
-    labels = attribute_labels(split.attributes) if split.attributes is not None else None
-    return retrieval_metrics(latents - centre, inverted.reshape(n, c, -1) - centre, labels=labels)
+    owner = torch.arange(n).repeat_interleave(c)
+    i2t, t2i = _ranks(model.caption(split.latents), split.caption_embeddings.reshape(n * c, d), owner, _labels(split))
+    clusters = split.clusters()
+    return {**_recall_outcomes("i2t", i2t, clusters), **_recall_outcomes("t2i", t2i, clusters[owner.numpy()])}
 
 
 @torch.no_grad()
-def evaluate_method(trained, seen, unseen, judge: AttributeJudge, decode: Callable[[torch.Tensor], torch.Tensor],
-                    caption_images: Callable[[torch.Tensor], torch.Tensor], samples: int = 4, seed: int = 0,
-                    candidates: int = 100) -> tuple[dict, dict]:
-    """One ablation row (``ABLATION_COLUMNS``) and its details for a ``TrainedMethod``.
-
-    seen / unseen: ``Features`` of the test split and of the compositional split (attribute
-    combinations never trained on). Captioning: image -> text R@1 (attribute match, percent) and
-    MSE to the mean caption on ``seen``; beside it the same R@1 with the network run backwards
-    (``inverse_retrieval``). Generation: one image from every caption of both splits,
-    judged per attribute; R-precision with ``caption_images`` (the reference captioning model on
-    re-encoded images); diversity of ``samples`` images from each seen image's first caption
-    (NaN for methods that cannot sample)."""
-    pred = trained.caption(seen.latents)
-    retrieval = retrieval_metrics(pred, seen.caption_embeddings, labels=attribute_labels(seen.attributes))
-    mse = float(((pred.double() - seen.caption_embeddings.double().mean(dim=1)) ** 2).mean())
-    backwards = inverse_retrieval(trained, seen, seed)
-    row = {"method": trained.method.name, "captioning_r1": retrieval["i2t"]["R@1"],
-           "captioning_r1_inverse": backwards["i2t"]["R@1"], "forward_mse": mse}
-    details: dict = {"retrieval": {k: retrieval[k] for k in ("i2t", "t2i")},
-                     "retrieval_inverse": {k: backwards[k] for k in ("i2t", "t2i")}}
-    for tag, split in (("seen", seen), ("unseen", unseen)):
-        images = generate_split(trained, split.caption_embeddings, decode, samples=1, seed=seed)
-        scores = score_generated(images, split.caption_embeddings, split.attributes, judge, caption_images,
-                                 candidates, seed)
-        per_attribute = [v for k, v in scores["judge"].items() if k != "all"]
-        row[f"attribute_acc_{tag}"] = sum(per_attribute) / len(per_attribute)
-        row[f"all_correct_{tag}"] = scores["judge"]["all"]
-        row[f"r_precision_{tag}"] = scores["r_precision"]
-        details[tag] = {"judge": scores["judge"], "n_images": scores["n_images"], "n_nonfinite": scores["n_nonfinite"]}
-    row["diversity"] = float("nan")
-    if trained.method.samples and samples > 1:
-        many = generate_split(trained, seen.caption_embeddings[:, :1], decode, samples=samples, seed=seed)
-        row["diversity"] = pairwise_diversity(many[:, 0])
-    return row, details
+def inverse_retrieval(model, split: Split, seed: int = 0) -> dict[str, Outcomes]:
+    """Retrieval through f^-1: every caption inverted (as the model generates: projected, z drawn
+    for latent padding) and compared with the split's image latents by cosine similarity, both
+    centred on the mean image latent. ``inv_t2i_R@K``: a caption finds its image among the split's;
+    ``inv_i2t_R@K``: an image finds its captions."""
+    n, c, d = split.caption_embeddings.shape
+    owner = torch.arange(n).repeat_interleave(c)
+    inverted = model.invert(split.caption_embeddings.reshape(n * c, d), samples=1, seed=seed)[:, 0]
+    finite = torch.isfinite(inverted).all(dim=1)
+    latents = model.project(split.latents.float())
+    centre = latents.mean(dim=0)
+    inverted = torch.where(finite[:, None], inverted - centre, torch.zeros_like(inverted))  # non-finite: no match
+    i2t, t2i = _ranks(latents - centre, inverted, owner, _labels(split))
+    t2i = torch.where(finite, t2i, torch.full_like(t2i, n + 1))
+    clusters = split.clusters()
+    return {**_recall_outcomes("inv_i2t", i2t, clusters), **_recall_outcomes("inv_t2i", t2i, clusters[owner.numpy()])}
 
 
-# Notebook 05's goal (issue 6): all-attributes-correct rates (percent) the best method must reach, and
-# how many points of captioning R@1 it may lose against the paper baseline.
-GOAL_ALL_CORRECT = {"all_correct_seen": 95.0, "all_correct_unseen": 85.0}
-GOAL_R1_BELOW_PAPER = 5.0
+# --- generation --------------------------------------------------------------------------------
+
+@torch.no_grad()
+def decode_all(model, embeddings: torch.Tensor, decode: Decode, samples: int = 1, seed: int = 0,
+               batch_size: int = 1024) -> torch.Tensor:
+    """(M, d) caption embeddings -> (M, samples, 3, H, W) decoded images, not clamped."""
+    m, d = embeddings.shape
+    latents = model.invert(embeddings, samples=samples, seed=seed).reshape(m * samples, d)
+    images = torch.cat([decode(chunk).float().cpu() for chunk in latents.split(batch_size)])
+    return images.reshape(m, samples, *images.shape[1:])
 
 
-def goal_thresholds(paper_r1: float) -> dict[str, float]:
-    """Ablation column -> the minimum the goal asks of it, given the paper baseline's captioning R@1."""
-    return {**GOAL_ALL_CORRECT, "captioning_r1": paper_r1 - GOAL_R1_BELOW_PAPER}
+def _r_precision_hits(queries: torch.Tensor, captions: torch.Tensor, labels: np.ndarray, candidates: int,
+                      seed: int, chunk: int = 1024) -> np.ndarray:
+    """Per query, 100 when its own caption scores strictly higher (cosine) than each of
+    ``candidates - 1`` captions drawn without replacement from rows of other labels, else 0 (a tie
+    is a miss; a non-finite query misses). The draw: uniform random keys per (query, row), rows of
+    the query's own label excluded, the ``candidates - 1`` largest kept (a uniform subset)."""
+    n = queries.shape[0]
+    code = torch.as_tensor(np.asarray(labels))
+    pool = n - torch.bincount(code)[code]
+    if int(pool.min()) < candidates - 1:
+        raise ValueError(f"a query has only {int(pool.min())} captions of other images/combinations; R-precision "
+                         f"needs {candidates - 1} (lower `candidates`)")
+    gen = torch.Generator().manual_seed(seed)
+    finite = torch.isfinite(queries).all(dim=1)
+    clean = torch.nan_to_num(queries.double(), nan=0.0, posinf=0.0, neginf=0.0)
+    hits = []
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n))
+        sims = cosine_similarity_matrix(clean[rows], captions.double())
+        keys = torch.rand(len(rows), n, generator=gen, dtype=torch.float64)
+        keys[code[rows][:, None] == code[None, :]] = -1.0
+        negatives = keys.topk(candidates - 1, dim=1).indices
+        own = sims[torch.arange(len(rows)), rows]
+        hits.append(finite[rows] & (own > sims.gather(1, negatives).max(dim=1).values))
+    return 100.0 * torch.cat(hits).double().numpy()
 
 
-def image_captioner(reference, encode: Callable[[torch.Tensor], torch.Tensor],
-                    batch_size: int = 1024) -> Callable[[torch.Tensor], torch.Tensor]:
-    """images -> caption embeddings predicted by ``reference`` (a ``TrainedMethod``) from the images'
-    latents under ``encode``: how R-precision reads a generated image (``evaluate_method``)."""
-    return lambda images: reference.caption(torch.cat([encode(b) for b in images.split(batch_size)]))
-
-
-SEED_COLUMNS = ("method", "seed", "captioning_r1", "all_correct_seen", "all_correct_unseen")
-
-
-def seed_study(names: Sequence[str], seeds: Sequence[int], train, seen, unseen, judge: AttributeJudge,
-               decode: Callable[[torch.Tensor], torch.Tensor], caption_images: Callable[[torch.Tensor], torch.Tensor],
-               progress: bool = True, **config_overrides) -> list[dict]:
-    """Train every method of ``names`` once per training seed (``train_method``, cached, so a seed
-    that notebook 05 already trained is loaded, not retrained) and evaluate it as
-    ``evaluate_method`` does. Only the training seed changes: data, judge and evaluation are fixed,
-    so the spread is what the training seed alone moves the numbers. One row (``SEED_COLUMNS``)
-    per (method, seed)."""
-    from invcap.methods import train_method
-
-    if not names or not seeds:
-        raise ValueError("seed_study needs at least one method name and one seed")
-    pairs = [(name, int(seed)) for name in names for seed in seeds]
-    if progress:
-        from tqdm.auto import tqdm
-
-        pairs = tqdm(pairs, desc="seed study")
-    rows = []
-    for name, seed in pairs:
-        trained = train_method(name, train.latents, train.caption_embeddings, progress=False,
-                               **{**config_overrides, "seed": seed})
-        with torch.no_grad():
-            row, _ = evaluate_method(trained, seen, unseen, judge, decode, caption_images, samples=1, seed=0)
-        rows.append({"method": name, "seed": seed, **{k: row[k] for k in SEED_COLUMNS[2:]}})
-    return rows
-
-
-def summarize_seeds(rows: Sequence[Mapping[str, float]], thresholds: Mapping[str, float]) -> list[dict]:
-    """Per method: mean, sample standard deviation (0 for one seed), min and max of every metric of
-    ``rows`` (``seed_study``), and in how many seeds each metric reaches its threshold
-    (``thresholds``: column -> minimum)."""
-    out = []
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        summary: dict = {"method": name, "seeds": len(mine)}
-        for column in SEED_COLUMNS[2:]:
-            values = torch.tensor([float(r[column]) for r in mine], dtype=torch.float64)
-            summary[f"{column}_mean"] = float(values.mean())
-            summary[f"{column}_std"] = float(values.std()) if len(mine) > 1 else 0.0
-            summary[f"{column}_min"], summary[f"{column}_max"] = float(values.min()), float(values.max())
-            if column in thresholds:
-                summary[f"{column}_seeds_meeting"] = int((values >= thresholds[column]).sum())
-        out.append(summary)
+def _judged(judge, images: torch.Tensor, truth: Sequence[Mapping[str, str]],
+            mentions: Sequence[tuple[str, ...]]) -> dict[str, np.ndarray]:
+    """Per image: 100/0 per attribute (NaN where its caption does not state it), and "all"."""
+    predicted = judge.predict_indices(images)           # (M, A), -1 rows for non-finite images
+    names = list(judge.attributes)
+    out = {}
+    for a, name in enumerate(names):
+        target = np.array([list(judge.attributes[name]).index(t[name]) for t in truth])
+        right = 100.0 * (predicted[:, a].numpy() == target)
+        out[name] = np.where([name in m for m in mentions], right, np.nan)
+    stated = np.stack([out[name] for name in names])
+    out["all"] = np.where(np.isnan(stated), 100.0, stated).min(axis=0)
     return out
 
 
-# --- figures -------------------------------------------------------------------------------
+@torch.no_grad()
+def generation(model, captions: CaptionSet, split: Split, decode: Decode, read: Callable[[torch.Tensor], torch.Tensor],
+               judge=None, candidates: int = 100, seed: int = 0, pixel_scores: bool = True) -> dict[str, Outcomes]:
+    """One image per caption. ``r_precision``: the independent captioner ``read`` ranks its
+    caption against ``candidates - 1`` captions of other combinations (other images without
+    attributes). ``psnr``/``ssim`` against the caption's own image. With a judge: ``all_correct``
+    (every stated attribute right) and ``acc_<attribute>`` (over captions that state it)."""
+    from invcap.autoencoder import psnr, ssim
 
-def _wrap(text: str, width: int = 22) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))
-
-
-def _method_label(name: str) -> str:
-    """A method name on several lines, broken before each '+' (never inside a word)."""
-    return name.replace("+", "\n+")
-
-
-def plot_generation_grid(real: torch.Tensor, captions: Sequence[str], rows: Mapping[str, torch.Tensor],
-                         correct: Mapping[str, Sequence[bool]] | None = None, groups: Sequence[str] | None = None):
-    """Caption -> image grid: the first row shows a real image each caption was written for,
-    then one row per method (images (K, 3, H, W)); a green/red frame marks the judge's verdict
-    (all attributes right or not); ``groups`` labels each column (e.g. "seen"/"unseen")."""
-    import matplotlib.pyplot as plt
-
-    k = len(captions)
-    names = ["real image"] + list(rows)
-    fig, axes = plt.subplots(len(names), k, figsize=(1.45 * k + 1.2, 1.45 * len(names) + 1.0), squeeze=False)
-    for r, name in enumerate(names):
-        images = real if r == 0 else rows[name]
-        for c in range(k):
-            ax = axes[r, c]
-            ax.imshow(torch.nan_to_num(images[c].float()).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r > 0 and correct is not None:
-                colour = "tab:green" if correct[name][c] else "tab:red"
-                for spine in ax.spines.values():
-                    spine.set_edgecolor(colour)
-                    spine.set_linewidth(2.5)
-            if r == 0:
-                head = f"[{groups[c]}]\n" if groups is not None else ""
-                ax.set_title(head + _wrap(captions[c]), fontsize=6)
-            if c == 0:
-                ax.set_ylabel(_method_label(name), fontsize=7)
-    fig.suptitle("images generated by inverting real caption embeddings (frame: judge says all attributes right "
-                 "= green, else red)", fontsize=8)
-    fig.tight_layout()
-    return fig
+    images = decode_all(model, captions.embeddings, decode, samples=1, seed=seed)[:, 0]
+    clean = torch.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+    owner = captions.image
+    clusters = split.clusters()[owner.numpy()]
+    labels = clusters if split.attributes is not None else owner.numpy()
+    out = {"r_precision": Outcomes(_r_precision_hits(read(clean), captions.embeddings, labels, candidates, seed),
+                                   clusters)}
+    if pixel_scores:
+        reference = split.images[owner].float()
+        out["psnr"] = Outcomes(psnr(clean, reference).double().clamp(max=100.0).numpy(), clusters)  # identical: 100 dB
+        if min(reference.shape[-2:]) >= 11:   # SSIM's window
+            out["ssim"] = Outcomes(ssim(clean, reference).double().numpy(), clusters)
+    if judge is not None and split.attributes is not None:
+        mentions = captions.mentions or [tuple(judge.attributes)] * len(captions.texts)
+        judged = _judged(judge, images, [split.attributes[i] for i in owner.tolist()], mentions)
+        out["all_correct"] = Outcomes(judged.pop("all"), clusters)
+        for name, values in judged.items():
+            keep = ~np.isnan(values)
+            if keep.any():
+                out[f"acc_{name}"] = Outcomes(values[keep], clusters[keep])
+    return out
 
 
-def plot_samples(real: torch.Tensor, captions: Sequence[str], samples: torch.Tensor, method_name: str):
-    """Several samples per caption (samples: (K, S, 3, H, W)) beside a real image of the caption."""
-    import matplotlib.pyplot as plt
-
-    k, s = samples.shape[:2]
-    fig, axes = plt.subplots(k, s + 1, figsize=(1.3 * (s + 1) + 2.2, 1.35 * k + 0.6), squeeze=False)
-    for i in range(k):
-        for j in range(s + 1):
-            image = real[i] if j == 0 else samples[i, j - 1]
-            axes[i, j].imshow(image.float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            axes[i, j].set_xticks([])
-            axes[i, j].set_yticks([])
-            if i == 0:
-                axes[i, j].set_title("real" if j == 0 else f"sample {j}", fontsize=7)
-        axes[i, 0].set_ylabel(_wrap(captions[i], 24), fontsize=6)
-    fig.suptitle(f"{method_name}: one caption, latent z ~ N(0, I) drawn {s} times", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_ablation(rows: Sequence[Mapping[str, float]], paper_r1: float):
-    """Left: all-attributes-correct rate (percent) on seen and unseen combinations per method, with
-    notebook 05's goals (``GOAL_ALL_CORRECT``) dashed. Right: captioning R@1 (percent) per method through f
-    (forward) and, where the rows have it, through f^-1 (``inverse_retrieval``), with the paper
-    baseline's forward level."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = [r["method"] for r in rows]
-    x = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(11.0, 1.7 * len(names)), 4.8))
-    left.bar(x - 0.2, [r["all_correct_seen"] for r in rows], 0.4, label="seen combinations (test)")
-    left.bar(x + 0.2, [r["all_correct_unseen"] for r in rows], 0.4, label="unseen combinations (compositional)")
-    for column, colour, tag in (("all_correct_seen", "tab:blue", "seen"), ("all_correct_unseen", "tab:orange", "unseen")):
-        left.axhline(GOAL_ALL_CORRECT[column], color=colour, ls="--", lw=1,
-                     label=f"goal, {tag} ({GOAL_ALL_CORRECT[column]:.0f})")
-    left.set_ylabel("all attributes correct (%)")
-    left.set_ylim(0, 100)
-    left.set_title("text -> image: judged generated images")
-    backwards = all("captioning_r1_inverse" in r for r in rows)
-    width = 0.4 if backwards else 0.5
-    right.bar(x - (0.2 if backwards else 0), [r["captioning_r1"] for r in rows], width, color="tab:gray",
-              label="through f (forward, captioning)")
-    if backwards:
-        right.bar(x + 0.2, [r["captioning_r1_inverse"] for r in rows], width, color="tab:olive",
-                  label="through f⁻¹ (captions inverted to latents)")
-    right.axhline(paper_r1, color="k", ls="--", lw=1, label=f"paper baseline ({paper_r1:.1f})")
-    right.axhline(paper_r1 - GOAL_R1_BELOW_PAPER, color="tab:red", ls=":", lw=1,
-                  label=f"{GOAL_R1_BELOW_PAPER:.0f} points below")
-    right.set_ylabel("image -> text R@1 (%)")
-    right.set_ylim(0, 100)
-    right.set_title("image -> text: captioning retrieval")
-    for ax in (left, right):
-        ax.set_xticks(x)
-        ax.set_xticklabels([_method_label(n) for n in names], fontsize=7)
-        ax.set_xlabel("method")
-        # below the axes, so that no bar is hidden
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
-    fig.tight_layout()
-    return fig
+@torch.no_grad()
+def partial_variation(model, captions: CaptionSet, split: Split, decode: Decode, judge, samples: int = 8,
+                      seed: int = 0) -> dict[str, Outcomes]:
+    """For partial captions, ``samples`` images each. ``stated_correct``: share of samples with every
+    stated attribute right; ``varies_<attribute>``, per omitted attribute: the number of distinct
+    values the judge reads among the samples, minus one, over the most possible
+    (min(samples, values) - 1), in percent: 0 when every sample shows the same value, 100 when
+    they show as many values as they can."""
+    if captions.mentions is None or split.attributes is None:
+        raise ValueError("partial_variation needs captions with mentions and a split with attributes")
+    m = len(captions.texts)
+    drawn = samples if getattr(model, "samples", True) else 1   # a deterministic model: one image, S copies
+    images = decode_all(model, captions.embeddings, decode, samples=drawn, seed=seed)
+    predicted = judge.predict_indices(images.reshape(m * drawn, *images.shape[2:])).reshape(m, drawn, -1)
+    predicted = predicted.expand(m, samples, predicted.shape[2])
+    names = list(judge.attributes)
+    truth = [split.attributes[i] for i in captions.image.tolist()]
+    clusters = split.clusters()[captions.image.numpy()]
+    stated = np.zeros(m)
+    varies: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+    for j in range(m):
+        ok = np.ones(samples, dtype=bool)
+        for a, name in enumerate(names):
+            row = predicted[j, :, a].numpy()
+            if name in captions.mentions[j]:
+                ok &= row == list(judge.attributes[name]).index(truth[j][name])
+            else:
+                most = min(samples, len(judge.attributes[name])) - 1
+                distinct = len(set(row[row >= 0].tolist()))
+                varies[name].append((100.0 * max(distinct - 1, 0) / most if most else 0.0, int(clusters[j])))
+        stated[j] = 100.0 * ok.mean()
+    out = {"stated_correct": Outcomes(stated, clusters)}
+    for name, pairs in varies.items():
+        if pairs:
+            values, codes = zip(*pairs)
+            out[f"varies_{name}"] = Outcomes(np.array(values), np.array(codes))
+    return out
 
 
-def plot_seeds(rows: Sequence[Mapping[str, float]], thresholds: Mapping[str, float]):
-    """One panel per metric of ``seed_study`` rows: every (method, seed) as a dot, the mean as a
-    bar, the goal's threshold as a dashed line."""
-    import matplotlib.pyplot as plt
+@torch.no_grad()
+def decoder_ceiling(judge, decode: Decode, split: Split) -> dict[str, Outcomes]:
+    """The judge on the autoencoder's reconstructions of the split's real images (``all_correct``)
+    and on the real images themselves (``real_all_correct``): what a perfect inversion can reach."""
+    if split.attributes is None:
+        raise ValueError(f"split {split.name!r} has no attributes: the judge cannot score it")
+    recon = torch.cat([decode(z).float() for z in split.latents.split(1024)])
+    clusters = split.clusters()
+    mentions = [tuple(judge.attributes)] * len(split.attributes)
+    return {"all_correct": Outcomes(_judged(judge, recon, split.attributes, mentions)["all"], clusters),
+            "real_all_correct": Outcomes(_judged(judge, split.images, split.attributes, mentions)["all"], clusters)}
 
-    columns = [("all_correct_seen", "seen combinations: all correct (%)"),
-               ("all_correct_unseen", "unseen combinations: all correct (%)"),
-               ("captioning_r1", "captioning R@1 through f (%)")]
-    names = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8))
-    for ax, (column, label) in zip(axes, columns):
-        for i, name in enumerate(names):
-            values = [float(r[column]) for r in rows if r["method"] == name]
-            ax.bar(i, sum(values) / len(values), 0.6, color="tab:blue", alpha=0.3)
-            ax.scatter([i] * len(values), values, color="tab:blue", zorder=3, s=18)
-        if column in thresholds:
-            ax.axhline(thresholds[column], color="tab:red", ls="--", lw=1, label=f"goal ({thresholds[column]:.1f})")
-            ax.legend(fontsize=7, loc="center right")
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([_method_label(n) for n in names], fontsize=7)
-        ax.set_xlabel("method (dots: training seeds; bar: mean)")
-        ax.set_ylabel(label)
-        low = min(float(r[column]) for r in rows)
-        ax.set_ylim(max(0.0, min(low, thresholds.get(column, low)) - 5), 100)
-    fig.suptitle("How far the training seed moves the best methods' numbers")
-    fig.tight_layout()
-    return fig
+
+# --- decisions ---------------------------------------------------------------------------------
+
+def select_best(rows: Mapping[str, Mapping[str, float]], candidates: Sequence[str], reference: str,
+                unseen: str = "compositional_val/training/all_correct", seen: str = "val/training/all_correct",
+                captioning_metric: str = "val/i2t_R@1") -> dict[str, Any]:
+    """The best-method rule, reading only validation keys of ``rows`` (method -> metric -> value):
+    among ``candidates`` whose image -> text R@1 through f on ``val`` is at least the
+    ``reference`` method's, the highest all-correct rate on unseen combinations
+    (``compositional_val``, training wording), ties broken by the seen rate (``val``); when no
+    candidate captions as well as the reference, the highest unseen rate among all candidates."""
+    for key in (unseen, seen, captioning_metric):
+        if not key.split("/")[0].endswith("val"):
+            raise ValueError(f"select_best decides on validation splits only; {key!r} is not one")
+    missing = [n for n in list(candidates) + [reference] if n not in rows]
+    if missing or not candidates:
+        raise ValueError(f"select_best needs rows for every candidate and the reference; missing {missing}")
+    bar = rows[reference][captioning_metric]
+    captions_well = [n for n in candidates if rows[n][captioning_metric] >= bar]
+    pool = captions_well or list(candidates)
+    best = max(pool, key=lambda n: (rows[n][unseen], rows[n][seen]))
+    rule = (f"highest {unseen} among the candidates with {captioning_metric} >= {reference}'s ({bar:.1f})"
+            if captions_well else f"highest {unseen} (no candidate reaches {reference}'s {captioning_metric})")
+    return {"method": best, "rule": rule, "pool": pool, "reference_r1": bar}
+
+
+def collapsed(value: float, reference_values: Sequence[float], fraction: float = 0.5) -> bool:
+    """A run's rate collapsed when it is below ``fraction`` of the median over the method's seeds."""
+    values = [v for v in reference_values if math.isfinite(v)]
+    return bool(values) and float(np.median(values)) > 10.0 and value < fraction * float(np.median(values))

@@ -58,16 +58,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+# What `make paper` itself rewrites while it runs: a change there does not make the code differ from
+# the commit (otherwise every results file after the first notebook's would be marked dirty).
+ARTIFACT_PATHS = ("figures", "results", "notebooks/*.ipynb", "README.md")
+
+
 def git_state() -> dict[str, Any]:
-    """``{"commit": hash or "unknown", "dirty": whether tracked files differ from it}``."""
+    """``{"commit": hash or "unknown", "dirty": whether tracked files other than the artifacts that
+    ``make paper`` writes (``ARTIFACT_PATHS``) differ from it}``."""
     from invcap.io import repo_root
 
     try:
         root = repo_root()
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        excluded = [f":(exclude){path}" for path in ARTIFACT_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return {"commit": commit, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
