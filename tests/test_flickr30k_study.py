@@ -47,6 +47,8 @@ def test_projection_scales_by_length_and_assumed_speedup():
     assert out["03_captioning"] == pytest.approx(FR.STARTUP_SECONDS + 100.0 * 10 / speed["03_captioning"][0], abs=0.1)
     assert out["images"] == pytest.approx(FR.STARTUP_SECONDS + 60.0 / speed["images"][0], abs=0.1)
     assert "unknown" not in out
+    stopped = {"05_closing_the_inversion_gap": {"status": "stopped (SIGTERM)", "seconds": 900.0}}
+    assert FR.projection(stopped, {}) == {}  # a stage that did not finish is not projected
 
 
 def test_readme_block_renders_from_the_results_file(tmp_path):

@@ -98,8 +98,8 @@ def projection(stages: Mapping[str, Mapping[str, Any]], lengths: Mapping[str, Ma
     the measured CPU remainder scaled by (full length / CPU length) and divided by the assumed speed-up."""
     out = {}
     for stage, row in stages.items():
-        if "seconds" not in row or stage not in GPU_ASSUMPTIONS:
-            continue
+        if "seconds" not in row or stage not in GPU_ASSUMPTIONS or row.get("status", "done") != "done":
+            continue  # a failed or stopped stage's time says nothing about its full length
         speedup = GPU_ASSUMPTIONS[stage][0]
         ratio = lengths.get(stage, {}).get("ratio", 1.0)
         work = max(0.0, row["seconds"] - STARTUP_SECONDS)
@@ -243,7 +243,9 @@ def render_block(results: Path) -> str:
     threads = r["run"]["device"].get("threads")
     for stage, row in r["stages"].items():
         peak = f"{row['peak_rss_mb'] / 1024:.1f} GB" if row.get("peak_rss_mb") else "-"
-        status = "" if row.get("status") in ("done", None) else f" ({row['status']})"
+        status = ("" if row.get("status") in ("done", None) else
+                  " (**stopped unfinished** at the deadline)" if str(row["status"]).startswith("stopped")
+                  else f" ({row['status']})")
         lines.append(f"| {LABELS.get(stage, stage)}{status} | {_fmt_s(row.get('seconds'))} | "
                      f"{row.get('threads', threads)} | {peak} | {_fmt_s(proj.get(stage))} |")
     total_proj = sum(proj.values())
