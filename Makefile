@@ -33,7 +33,7 @@ NB_TOY := $(filter notebooks/01_%,$(NOTEBOOKS))
 NB_STUDY := $(filter-out $(NB_TOY),$(NOTEBOOKS))
 CHAIN := INVCAP_THREADS=$${INVCAP_THREADS:-1} OMP_NUM_THREADS=$${INVCAP_THREADS:-1}
 
-.PHONY: help setup paper generator paper-toy paper-notebooks test test-portable test-unit-part test-nb01 test-nb02 test-nb03 test-nb04 test-nb05 test-unit test-notebooks test-flickr30k flickr30k bench lab clean
+.PHONY: help setup paper generator paper-toy paper-notebooks test test-portable test-unit-part test-nb01 test-nb02 test-nb03 test-nb04 test-nb05 test-unit test-notebooks test-flickr30k test-flickr30k-part flickr30k bench lab clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,7 +68,7 @@ paper-notebooks: setup
 # `make test` schedules its parts on two workers (make -j2, one thread each; CI has 2 cores) by what
 # they need: notebook 02 -> 03 -> {04, 05} in that order, the unit tests, notebook 01 and the Flickr30k
 # rehearsal beside them. One NBVAL_OUT folder takes every notebook's figures and results.
-NBVAL_PARTS := test-nb02 test-nb03 test-nb05 test-nb04 test-unit-part test-nb01
+NBVAL_PARTS := test-nb02 test-nb03 test-nb05 test-nb04 test-unit-part test-nb01 test-flickr30k-part
 test: setup ## run pytest on tests/ and nbval on every notebook (two workers side by side)
 	@start=$$(date +%s); out=$${NBVAL_OUT:-$$(mktemp -d)}; mkdir -p $$out; echo "nbval artifacts -> $$out"; \
 	echo "two workers side by side; each part prints its log when it ends"; \
@@ -88,6 +88,9 @@ test-nb05: test-nb03
 
 test-unit-part: setup
 	$(CHAIN) $(MAKE) --no-print-directory test-unit
+
+test-flickr30k-part: setup
+	$(CHAIN) $(MAKE) --no-print-directory test-flickr30k
 
 test-unit: setup
 	$(PY) -m pytest -q tests
@@ -109,22 +112,31 @@ DATA_ROOT ?=
 DEVICE ?= auto
 OUT ?= runs/flickr30k
 PARAMS ?= params/flickr30k.yaml
+STAGES ?=
 flickr30k: setup ## the study on Flickr30k: make flickr30k DATA_ROOT=/path/to/flickr30k [DEVICE=cuda] [OUT=runs/flickr30k] [PARAMS=params/flickr30k.yaml]
 	@test -n "$(DATA_ROOT)" || { echo "usage: make flickr30k DATA_ROOT=/path/to/flickr30k [DEVICE=cuda] [OUT=runs/flickr30k]" >&2; exit 2; }
 	INVCAP_CACHE_DIR=$${INVCAP_CACHE_DIR:-$(abspath $(OUT))/cache} $(PY) -m invcap.studies.flickr30k run --params $(PARAMS) \
-	  --set DATA_ROOT=$(abspath $(DATA_ROOT)) --set DEVICE=$(DEVICE) --out $(OUT)
+	  --set DATA_ROOT=$(abspath $(DATA_ROOT)) --set DEVICE=$(DEVICE) --out $(OUT) $(if $(STAGES),--stages $(STAGES))
 
-# A 300-image rehearsal set (kept in .cache, rebuilt only when its generator changes) through
-# `make flickr30k` at tiny sizes, then a check of what it wrote (every notebook executed without an
-# error, every results file with device, data key and timings). `test` will depend on it once
-# notebook 05 runs on Flickr30k and notebooks 02-04 record data keys (NOTES.md, flickr 00:55).
+# A 300-image rehearsal set (kept in .cache, rebuilt only when its generator changes) through the
+# stages of `make flickr30k` at tiny sizes (params/flickr30k-tiny.yaml): image decode, caption encoding,
+# notebooks 02-05 (in one runner process: --together saves a start-up per notebook), then a check of
+# what it wrote (every notebook executed without an error, every results file with device, data key
+# and timings). The post-notebook final table is left out here (it runs in `make flickr30k`). Its own
+# caches (OUT/cache) and outputs (a temporary OUT, removed when green): independent of the other chain.
 REHEARSAL_300 := .cache/rehearsal-300
+TINY_STAGES := images,captions,02_autoencoder,03_captioning,04_inversion_analysis,05_closing_the_inversion_gap
 test-flickr30k: setup
-	$(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 2 || \
-	  { rm -rf $(REHEARSAL_300) && $(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 2; }
-	@out=$$(mktemp -d); echo "flickr30k rehearsal -> $$out"; \
-	$(MAKE) --no-print-directory flickr30k DATA_ROOT=$(REHEARSAL_300) PARAMS=params/flickr30k-tiny.yaml DEVICE=cpu OUT=$$out && \
-	$(PY) -m invcap.studies.flickr30k check $$out && rm -rf $$out
+	@start=$$(date +%s); \
+	$(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 1 >/dev/null || \
+	  { rm -rf $(REHEARSAL_300) && $(PY) -m invcap.data.rehearsal $(REHEARSAL_300) --images 300 --workers 1; } && \
+	out=$$(mktemp -d); echo "flickr30k rehearsal (300 images) -> $$out"; \
+	INVCAP_CACHE_DIR=$$out/cache $(PY) -m invcap.studies.flickr30k run --params params/flickr30k-tiny.yaml \
+	  --set DATA_ROOT=$(abspath $(REHEARSAL_300)) --set DEVICE=cpu --out $$out --together --stages $(TINY_STAGES) \
+	  >$$out/log 2>&1 || { cat $$out/log; exit 1; }; \
+	grep -E '^ +[0-9a-z_]+: [0-9]+ s' $$out/log; \
+	$(PY) -m invcap.studies.flickr30k check $$out && rm -rf $$out && \
+	echo "test-flickr30k: green in $$(( $$(date +%s) - start )) s"
 
 # nflows (the peer in the layer benchmark) goes into a bench-only folder, never into .venv or the
 # requirements: only invcap.bench puts that folder on sys.path. Without it the bench says so and runs.

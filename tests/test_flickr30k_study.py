@@ -54,13 +54,72 @@ def test_readme_block_renders_from_the_results_file(tmp_path):
     result = {"run": {"device": {"name": "x86_64", "threads": 2}, "git_commit": "0123456789abcdef"},
               "images": 31783, "captions": 158915, "image_size": 64, "total_seconds": 3000.0,
               "stages": {"rehearsal": {"status": "done", "seconds": 200.0, "peak_rss_mb": 300},
-                         "03_captioning": {"status": "done", "seconds": 900.0, "peak_rss_mb": 4000}},
+                         "03_captioning": {"status": "done", "seconds": 900.0, "peak_rss_mb": 4000, "threads": 1,
+                                           "git_commit": "fedcba9876543210"}},
               "peak_rss_mb": 4000, "goal_peak_rss_mb": 8192, "goal_met": True,
               "shortened": {"03_captioning": {"knob": "STEPS", "cpu": 300, "full": 10000, "ratio": 33.3}},
+              "also_changed": ["final table: PORTABLE false instead of its default"],
               "gpu_projection_seconds": {"rehearsal": 35.0, "03_captioning": 3800.0}, "gpu_startup_seconds": 10}
     (tmp_path / FR.RESULTS_FILE).write_text(json.dumps(result))
     block = FR.render_block(tmp_path)
-    assert "| notebook 03: captioning | 15.0 min | 3.9 GB | 63.3 min |" in block
+    assert "Also changed: final table: PORTABLE false instead of its default." in block
+    assert "| notebook 03: captioning | 15.0 min | 1 | 3.9 GB | 63.3 min |" in block
+    assert "| rehearsal generation | 3.3 min | 2 | 0.3 GB |" in block  # threads of the run when a stage has none
+    assert "`0123456789`: rehearsal generation; `fedcba9876`: notebook 03: captioning" in block
     assert "STEPS 300 instead of 10000" in block and "goal (at most 8 GB) met" in block.replace("(the largest of the stages measured): ", "")
     assert FR.results_name(31783, "cpu") == FR.RESULTS_FILE and FR.results_name(300, "cpu").endswith("_300.json")
     assert FR.results_name(31783, "cuda") == "flickr30k_rehearsal_cuda.json"
+
+
+def test_parse_stages_keeps_the_run_order_and_names_unknown_stages():
+    assert F.parse_stages("03_captioning, images") == ["images", "03_captioning"]
+    with pytest.raises(ValueError, match="unknown stage.*nb03"):
+        F.parse_stages("images,nb03")
+
+
+def test_a_forced_rerun_keeps_the_measurement_it_replaces(tmp_path):
+    record = tmp_path / "flickr30k.json"
+    record.write_text(json.dumps({"run": {"device": {"threads": 2}, "git_commit": "aaaa"},
+                                  "stages": {"02_autoencoder": {"status": "done", "seconds": 363.8, "peak_rss_mb": 5325},
+                                             "03_captioning": {"status": "failed (exit 1)", "seconds": 3.0}}}))
+    earlier = FR._earlier(tmp_path / "missing.json", record, ["02_autoencoder", "03_captioning"])
+    assert earlier == {"02_autoencoder": {"threads": 2, "git_commit": "aaaa", "seconds": 363.8, "peak_rss_mb": 5325}}
+    (tmp_path / "results.json").write_text(json.dumps({"earlier": earlier}))
+    assert FR._earlier(tmp_path / "results.json", record, []) == earlier  # carried by the results file
+
+
+def test_run_child_stops_the_stage_on_sigterm_and_still_reports(tmp_path):
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    code, seconds, _ = F.run_child([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert code == -signal.SIGTERM and seconds < 10
+
+
+def test_notebooks_may_share_one_runner_process_and_keep_their_own_times():
+    assert F._groups(["images", "02_autoencoder", "03_captioning", "invcap.studies.final_table"], together=True) == [
+        ["images"], ["02_autoencoder", "03_captioning"], ["invcap.studies.final_table"]]
+    assert F._groups(["02_autoencoder", "03_captioning"], together=False) == [["02_autoencoder"], ["03_captioning"]]
+    group = ["02_autoencoder", "03_captioning", "04_inversion_analysis"]
+    before = {"02_autoencoder": {"seconds": 5.0}}
+    after = {"02_autoencoder": {"seconds": 20.0}, "03_captioning": {"seconds": 30.0}}
+    rows = F._group_rows(group, 1, 70.0, 900.0, before, after)  # failed in notebook 04
+    assert [r["status"] for r in rows.values()] == ["done", "done", "failed (exit 1)"]
+    assert [r["seconds"] for r in rows.values()] == [20.0, 30.0, 20.0]
+    assert rows["03_captioning"]["shared_process"] == {"stages": group, "seconds": 70.0}
+    assert F._group_rows(["images"], 0, 8.04, 512.4, {}, {}) == {"images": {"status": "done", "seconds": 8.0,
+                                                                              "peak_rss_mb": 512}}
+
+
+def test_stages_of_an_older_record_get_the_threads_and_commit_of_its_run(tmp_path):
+    record = tmp_path / "flickr30k.json"
+    record.write_text(json.dumps({"run": {"device": {"threads": 2}, "git_commit": "aaaa"},
+                                  "stages": {"images": {"status": "done", "seconds": 67.4},
+                                             "03_captioning": {"seconds": 9.0, "threads": 1, "git_commit": "bbbb"}}}))
+    FR._backfill(record)
+    stages = json.loads(record.read_text())["stages"]
+    assert stages["images"] == {"status": "done", "seconds": 67.4, "threads": 2, "git_commit": "aaaa"}
+    assert stages["03_captioning"] == {"seconds": 9.0, "threads": 1, "git_commit": "bbbb"}

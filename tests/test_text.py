@@ -71,3 +71,14 @@ def test_empty_list_and_unknown_model():
     assert enc.encode([], progress=False).shape == (0, 384)
     with pytest.raises(ValueError, match="cannot load sentence-transformers model"):
         T.SentenceEncoder("/nonexistent/model-folder", device="cpu")
+
+
+def test_the_model_loads_only_for_texts_not_in_the_cache(encoder):
+    texts = ["a lazy model.", "loads on first use."]
+    encoder.encode(texts, progress=False)
+    fresh = T.SentenceEncoder(device="cpu", cache_folder=encoder.cache_folder)
+    assert fresh.dim == 384 and fresh.cache_key == encoder.cache_key and fresh._model is None
+    torch.testing.assert_close(fresh.encode(texts, progress=False), encoder.encode(texts, progress=False), atol=0, rtol=0)
+    assert fresh._model is None  # every text was cached: nothing loaded
+    fresh.encode(["a text nobody encoded before."], progress=False)
+    assert fresh._model is not None

@@ -74,6 +74,37 @@ def _load(model: str, device: str):
     return net
 
 
+def _model_dim(net, model: str) -> int:
+    get_dim = getattr(net, "get_embedding_dimension", None) or net.get_sentence_embedding_dimension
+    dim = get_dim()
+    if not dim:
+        raise ValueError(f"model {model!r} does not report its embedding dimension")
+    return int(dim)
+
+
+_SIMPLE_MODULES = {"sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+                   "sentence_transformers.models.Normalize"}
+
+
+def _configured_dim(model: str) -> int | None:
+    """The embedding dimension a local sentence-transformers folder states (Transformer, Pooling and
+    Normalize modules only: the pooled width times the pooling modes on), or None (then the model is
+    loaded to ask it)."""
+    import json
+
+    try:
+        folder = Path(_model_path(model))
+        modules = json.loads((folder / "modules.json").read_text())
+        if {m["type"] for m in modules} - _SIMPLE_MODULES:
+            return None
+        pooling = next(m for m in modules if m["type"].endswith(".Pooling"))
+        config = json.loads((folder / pooling["path"] / "config.json").read_text())
+        modes = sum(bool(v) for k, v in config.items() if k.startswith("pooling_mode_"))
+        return int(config["word_embedding_dimension"]) * modes or None
+    except (OSError, ValueError, KeyError, StopIteration, TypeError, ImportError):
+        return None
+
+
 def _digest(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()
 
@@ -87,17 +118,27 @@ class SentenceEncoder:
 
         self.model_name = model
         self.device = resolve_device(device)
-        self.model = _load(model, str(self.device))
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        dim = get_dim()
-        if not dim:
-            raise ValueError(f"model {model!r} does not report its embedding dimension")
-        self.dim = int(dim)
+        # The model loads on the first text that is not in the cache (~5 s per process on a small CPU,
+        # paid by every notebook that only reads cached embeddings); the dimension comes from the model
+        # folder's configuration where it says it, else from the loaded model.
+        self._model = None
+        dim = _configured_dim(model)
+        self.dim = int(dim) if dim else _model_dim(self.model, model)
         self.cache = cache
         self._cache_folder = Path(cache_folder) if cache_folder is not None else None
         self._index: dict[bytes, tuple[int, int]] | None = None  # digest -> (shard number, row)
         self._shards: list[torch.Tensor] = []
         self._indexed_folder: Path | None = None
+
+    @property
+    def model(self):
+        """The sentence-transformers model, loaded on first use."""
+        if self._model is None:
+            self._model = _load(self.model_name, str(self.device))
+            if _model_dim(self._model, self.model_name) != self.dim:
+                raise ValueError(f"model {self.model_name!r} encodes {_model_dim(self._model, self.model_name)} "
+                                 f"dimensions, its configuration says {self.dim}")
+        return self._model
 
     # --- cache -------------------------------------------------------------------------------
     @property

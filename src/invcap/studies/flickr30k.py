@@ -13,6 +13,9 @@ Stages, each in its own process (so that its peak resident memory is its own, re
    per-notebook sections, ``--set`` overrides); they find the caches above and reuse them.
 4. the post-notebook studies in ``POST_STUDIES`` that exist, as ``python -m MODULE --params F --set ...``.
 
+``--together`` (``make test-flickr30k``) runs stages 1-2 inside the driver and the notebooks in one runner
+process: a process start and a torch import less per stage, their peak memory then shared.
+
 ``OUT/results/flickr30k.json`` records every finished stage (seconds, peak memory, parameters) with a
 ``run_record`` (device, data key, timings). A rerun skips stages finished with the same parameters, so
 a killed run resumes at the stage it died in, and that stage reuses its caches and checkpoints;
@@ -23,33 +26,50 @@ a killed run resumes at the stage it died in, and that stage reuses its caches a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["STAGES", "NOTEBOOKS", "POST_STUDIES", "run_stages", "check_run", "run_child", "RECORD"]
+__all__ = ["STAGES", "NOTEBOOKS", "POST_STUDIES", "parse_stages", "run_stages", "check_run", "run_child", "RECORD"]
 
 NOTEBOOKS = ("02_autoencoder", "03_captioning", "04_inversion_analysis", "05_closing_the_inversion_gap")
 POST_STUDIES = ("invcap.studies.final_table",)  # run after the notebooks when they exist
 STAGES = ("images", "captions", *NOTEBOOKS, *POST_STUDIES)
 RECORD = "flickr30k.json"
+CACHE_STAGES = ("images", "captions")
 
 
 def run_child(command: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None
               ) -> tuple[int, float, float]:
-    """Run ``command``; returns (exit code, wall seconds, peak resident MB of it and its children)."""
+    """Run ``command``; returns (exit code, wall seconds, peak resident MB of it and its children).
+    A SIGTERM sent to this process (``timeout``, a deadline) stops the child's whole process group
+    (kernel, workers) and still returns, so that the caller can record how far the stage got."""
     start = time.perf_counter()
     out = open(log, "a") if log is not None else None
+    child = None
+
+    def stop(signum, frame):  # forward to the stage's process group; wait4 below then returns
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
-        child = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, stdout=out, stderr=out)
+        child = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, stdout=out, stderr=out,
+                                 start_new_session=True)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if out is not None:
             out.close()
     return child.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux: KiB
@@ -99,61 +119,151 @@ def stage_captions(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"captions": counts}
 
 
-def _stage_command(stage: str, params_file: Path, sets: Sequence[str], out: Path) -> list[str] | None:
+NB_TIMEOUT = 4 * 3600  # seconds per notebook cell: a full-size CPU run trains for long in one cell
+
+
+def _stage_command(group: Sequence[str], params_file: Path, sets: Sequence[str], out: Path) -> list[str] | None:
+    """The command of one stage, or of consecutive notebook stages run by one runner process."""
     from invcap.io import repo_root
 
     flags = [x for s in sets for x in ("--set", s)]
-    if stage in ("images", "captions"):
+    stage = group[0]
+    if stage in CACHE_STAGES:
         return [sys.executable, "-m", "invcap.studies.flickr30k", "stage", stage, "--params", str(params_file), *flags]
     if stage in NOTEBOOKS:
-        notebook = repo_root() / "notebooks" / f"{stage}.ipynb"
+        notebooks = [str(repo_root() / "notebooks" / f"{name}.ipynb") for name in group]
         return [sys.executable, "-m", "invcap.studies.notebooks", "run", "--params", str(params_file), *flags,
-                "--out", str(out), str(notebook)]
+                "--out", str(out), "--timeout", str(NB_TIMEOUT), *notebooks]
     if importlib.util.find_spec(stage) is None:
         return None  # a post-notebook study that is not written yet
     return [sys.executable, "-m", stage, "--params", str(params_file), *flags]
 
 
+def parse_stages(text: str) -> list[str]:
+    """``"images,02_autoencoder"`` -> the stages in ``STAGES`` order; ValueError naming an unknown one."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown or not names:
+        raise ValueError(f"unknown stage(s) {unknown or text!r}; choose from {', '.join(STAGES)}")
+    return [s for s in STAGES if s in names]
+
+
+def _groups(pending: Sequence[str], together: bool) -> list[list[str]]:
+    """One stage per process; with ``together``, consecutive notebooks share one runner process
+    (saves its start, ~10 s per notebook on a small CPU; their peak memory is then the group's)."""
+    groups: list[list[str]] = []
+    for stage in pending:
+        if together and groups and stage in NOTEBOOKS and groups[-1][-1] in NOTEBOOKS:
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def run_stages(params_file: str | Path, sets: Sequence[str], out: str | Path, force: bool = False,
-               stages: Sequence[str] = STAGES) -> dict[str, Any]:
+               stages: Sequence[str] = STAGES, together: bool = False) -> dict[str, Any]:
     """Run the stages (module docstring); returns the record written to ``OUT/results/flickr30k.json``."""
-    from invcap.io import read_json
-    from invcap.studies.notebooks import parse_overrides, params_for, read_params
+    from invcap.studies.notebooks import TIMINGS_FILE, parse_overrides, params_for, read_params
 
     params_file, out = Path(params_file).resolve(), Path(out).resolve()
     params = read_params(params_file)
     overrides = parse_overrides(sets)
     shared = params_for("flickr30k", params, overrides)
     common = _common(shared)
-    results = out / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / RECORD
-    try:
-        record = read_json(path)
-    except (FileNotFoundError, json.JSONDecodeError):
-        record = {}
-    done = record.get("stages", {})
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    path = out / "results" / RECORD
+    done = _read(path).get("stages", {})
     env = {"INVCAP_OUTPUT_DIR": str(out), "INVCAP_PROGRESS": os.environ.get("INVCAP_PROGRESS", "final")}
+    own = {stage: params_for(stage, params, overrides) for stage in stages}
+    pending = []
     for stage in stages:
-        own = params_for(stage, params, overrides)
-        if not force and done.get(stage, {}).get("parameters") == own and done[stage].get("status") == "done":
+        if not force and done.get(stage, {}).get("parameters") == own[stage] and done[stage].get("status") == "done":
             print(f"== {stage}: finished before ({done[stage]['seconds']:.0f} s), skipped", flush=True)
-            continue
-        command = _stage_command(stage, params_file, sets, out)
+        else:
+            pending.append(stage)
+    for group in _groups(pending, together):
+        command = _stage_command(group, params_file, sets, out)
         if command is None:
-            done[stage] = {"status": "not available", "parameters": own}
-            print(f"== {stage}: not available yet, skipped", flush=True)
+            done[group[0]] = {"status": "not available", "parameters": own[group[0]]}
+            print(f"== {group[0]}: not available yet, skipped", flush=True)
             continue
-        print(f"== {stage}", flush=True)
-        code, seconds, peak = run_child(command, env)
-        done[stage] = {"status": "done" if code == 0 else f"failed (exit {code})", "seconds": round(seconds, 1),
-                       "peak_rss_mb": round(peak), "parameters": own}
-        print(f"   {stage}: {seconds:.0f} s, peak {peak:.0f} MB" + ("" if code == 0 else f", FAILED (exit {code})"),
-              flush=True)
-        record = _write_record(path, shared, common, params_file, done)
+        print(f"== {' + '.join(group)}", flush=True)
+        before = _read(out / "results" / TIMINGS_FILE)
+        if together and group[0] in CACHE_STAGES:
+            code, seconds, peak = _in_process(group[0], shared, env)
+        else:
+            code, seconds, peak = run_child(command, env)
+        rows = _group_rows(group, code, seconds, peak, before, _read(out / "results" / TIMINGS_FILE))
+        for stage, row in rows.items():
+            done[stage] = {**row, "parameters": own[stage], **_conditions()}
+            print(f"   {stage}: {row['seconds']:.0f} s, peak {row['peak_rss_mb']} MB"
+                  + ("" if row["status"] == "done" else f", {row['status'].upper()}"), flush=True)
+        _write_record(path, shared, common, params_file, done)
         if code != 0:
-            raise RuntimeError(f"stage {stage} failed (exit {code}); rerun to resume from it")
+            raise RuntimeError(f"stage {list(rows)[-1]} {rows[list(rows)[-1]]['status']}; rerun to resume from it")
     return _write_record(path, shared, common, params_file, done)
+
+
+def _in_process(stage: str, params: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, float, float]:
+    """A cache-filling stage in this process (``--together``: no process start, no second torch
+    import); its peak memory is then this process's so far."""
+    import resource
+    import traceback
+
+    start = time.perf_counter()
+    code = 0
+    with _environment(env):
+        try:
+            print(json.dumps((stage_images if stage == "images" else stage_captions)(params)), flush=True)
+        except Exception:  # reported like a failed child: the driver records it and stops
+            traceback.print_exc()
+            code = 1
+    return code, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _group_rows(group: Sequence[str], code: int, seconds: float, peak: float, before: Mapping[str, Any],
+                after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each stage's row after its process ended. A stage alone gets the process's wall time; in a
+    shared runner process each notebook gets the runner's own time for it (results/notebooks.json,
+    new entries only), the first one without an entry the rest (it failed or was stopped there)."""
+    status = "done" if code == 0 else ("stopped (SIGTERM)" if code == -signal.SIGTERM else f"failed (exit {code})")
+    if len(group) == 1:
+        return {group[0]: {"status": status, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}}
+    shared = {"stages": list(group), "seconds": round(seconds, 1)}
+    rows, used = {}, 0.0
+    for stage in group:
+        entry = after.get(stage)
+        if entry is not None and entry != before.get(stage):
+            rows[stage] = {"status": "done", "seconds": entry["seconds"], "peak_rss_mb": round(peak),
+                           "shared_process": shared}
+            used += entry["seconds"]
+        else:
+            rows[stage] = {"status": status if code != 0 else "failed (no timing recorded)",
+                           "seconds": round(max(0.0, seconds - used), 1), "peak_rss_mb": round(peak),
+                           "shared_process": shared}
+            break
+    return rows
 
 
 def _write_record(path: Path, shared: Mapping[str, Any], common: Mapping[str, Any], params_file: Path,
@@ -166,6 +276,17 @@ def _write_record(path: Path, shared: Mapping[str, Any], common: Mapping[str, An
               "params_file": str(params_file), "stages": dict(done)}
     write_json_atomic(path, record)
     return record
+
+
+def _conditions() -> dict[str, Any]:
+    """What a stage's time depends on besides its parameters: its thread count (``heavy`` gives one,
+    ``INVCAP_THREADS``) and the code (commit), since a resumed run may mix stages of several calls."""
+    from invcap.repro import git_state
+
+    threads = os.environ.get("INVCAP_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    state = git_state()
+    return {"threads": int(threads) if threads and threads.isdigit() else os.cpu_count(),
+            "git_commit": state["commit"], "git_dirty": state["dirty"]}
 
 
 def _device(params: Mapping[str, Any]):
@@ -224,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--out", required=True, help="folder for notebooks, figures, results")
     run.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    run.add_argument("--together", action="store_true",
+                     help="image decode and caption encoding in this process, consecutive notebooks in one runner "
+                          "process (faster on a small CPU; peak memory is then shared, not per stage)")
+    run.add_argument("--stages", default=",".join(STAGES),
+                     help=f"comma-separated subset, run in this order (default: all of {','.join(STAGES)})")
     check = commands.add_parser("check", help="assert a finished run's outputs (make test-flickr30k)")
     check.add_argument("out")
     args = parser.parse_args(argv)
@@ -240,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             own = params_for("flickr30k", read_params(args.params), parse_overrides(args.set))
             print(json.dumps((stage_images if args.name == "images" else stage_captions)(own)))
             return 0
-        run_stages(args.params, args.set, args.out, args.force)
+        run_stages(args.params, args.set, args.out, args.force, parse_stages(args.stages), args.together)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
