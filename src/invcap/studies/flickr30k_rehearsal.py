@@ -235,8 +235,8 @@ def render_block(results: Path) -> str:
         return "_Not measured yet: `python -m invcap.studies.flickr30k_rehearsal measure` writes results/flickr30k_rehearsal.json._"
     r = json.loads(path.read_text())
     proj = r.get("gpu_projection_seconds", {})
-    lines = [f"Measured on {r['run']['device'].get('name', 'cpu')} ({r['run']['device'].get('threads')} threads), "
-             f"{r['images']:,} images / {r['captions']:,} captions at {r.get('image_size')} px, "
+    lines = [f"Measured on {r['run']['device'].get('name', 'cpu')}, {r['images']:,} images / {r['captions']:,} "
+             f"captions at {r.get('image_size')} px (threads per stage in the table), results written at "
              f"commit `{r['run']['git_commit'][:10]}`:", "",
              "| stage | CPU wall time | threads | peak memory | projected, one GPU, full lengths |",
              "|---|---|---|---|---|"]
