@@ -13,7 +13,7 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["row_functions", "render", "README_BLOCKS"]
+__all__ = ["row_functions", "provenance", "render", "README_BLOCKS"]
 
 HEADER = ["| paper's claim | this study | verdict |", "|---|---|---|"]
 
@@ -37,6 +37,24 @@ def row_functions() -> list[tuple[str, Callable[[Path], list[str]]]]:
     return found
 
 
+def provenance(results: Path) -> str:
+    """Which commit (and whether its code was clean) each results file's run came from."""
+    import json
+
+    by_commit: dict[tuple[str, object], list[str]] = {}
+    for path in sorted(results.glob("*.json")):
+        try:
+            run = json.loads(path.read_text()).get("run")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(run, dict) and run.get("git_commit"):
+            key = (str(run["git_commit"])[:10], run.get("git_dirty"))
+            by_commit.setdefault(key, []).append(path.name)
+    parts = [f"`{commit}` ({'clean' if dirty is False else 'dirty' if dirty else 'dirty state unknown'}): "
+             f"{', '.join(names)}" for (commit, dirty), names in by_commit.items()]
+    return "Runs by commit: " + "; ".join(parts) + "." if parts else "No results file records its commit yet."
+
+
 def render(results: Path) -> str:
     lines = list(HEADER)
     for name, rows in row_functions():
@@ -45,7 +63,7 @@ def render(results: Path) -> str:
         except FileNotFoundError as err:  # that study has not run into this results folder
             why = str(err).replace(f"{results}/", "")  # "captioning.json not found; notebooks/03... writes it"
             lines.append(f"| ({name.rsplit('.', 1)[-1]}) | not measured here: {why} | – |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + provenance(results)
 
 
 README_BLOCKS = {"overview": render}
