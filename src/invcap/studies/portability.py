@@ -44,12 +44,21 @@ def key_number_functions() -> dict[str, Callable[[Path], float]]:
 
 
 def _device(folder: Path) -> dict | None:
+    """The device record of the run that wrote ``folder``: the runner's timing file (make paper) or,
+    under nbval, which writes none, the first results file with a run record."""
     try:
         table = read_json(folder / "notebooks.json")
+        return next(iter(table.values()), {}).get("device")
     except FileNotFoundError:
-        return None
-    first = next(iter(table.values()), {})
-    return first.get("device")
+        pass
+    for path in sorted(folder.glob("*.json")):
+        try:
+            run = read_json(path).get("run")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(run, dict) and run.get("device"):
+            return run["device"]
+    return None
 
 
 def compare(first: Path, second: Path, labels: tuple[str, str] = ("default", "portable")) -> dict:
