@@ -217,29 +217,17 @@ def _in_process(stage: str, params: Mapping[str, Any], env: Mapping[str, str]) -
     import resource
     import traceback
 
+    from invcap.studies.notebooks import environment
+
     start = time.perf_counter()
     code = 0
-    with _environment(env):
+    with environment(env):
         try:
             print(json.dumps((stage_images if stage == "images" else stage_captions)(params)), flush=True)
         except Exception:  # reported like a failed child: the driver records it and stops
             traceback.print_exc()
             code = 1
     return code, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _group_rows(group: Sequence[str], code: int, seconds: float, peak: float, before: Mapping[str, Any],

@@ -113,7 +113,8 @@ def params_for(notebook: str | Path, params: Mapping[str, Any], overrides: Mappi
 
 
 @contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore what was there before."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -164,7 +165,7 @@ def run_notebooks(notebooks: Sequence[str | Path], out: str | Path | None = None
         out.mkdir(parents=True, exist_ok=True)
         env["INVCAP_OUTPUT_DIR"] = str(out)
     seconds: dict[str, float] = {}
-    with _environment(env):
+    with environment(env):
         for path in paths:
             target = path if out is None else out / path.name
             print(f"== {path.name}" + ("" if out is None else f" -> {target}"), flush=True)

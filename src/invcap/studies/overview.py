@@ -9,7 +9,6 @@ of stopping the block.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -20,20 +19,14 @@ HEADER = ["| paper's claim | this study | verdict |", "|---|---|---|"]
 
 def row_functions() -> list[tuple[str, Callable[[Path], list[str]]]]:
     """(module name, function of the results folder -> rows) for every module that has rows."""
-    from invcap.studies.readme import MODULES
+    from invcap.studies.readme import study_modules
 
     found = []
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue
-            raise
+    for module in study_modules():
         if hasattr(module, "glance_rows"):
-            found.append((name, module.glance_rows))
+            found.append((module.__name__, module.glance_rows))
         elif hasattr(module, "glance_row"):
-            found.append((name, lambda results, one=module.glance_row: [one(results)]))
+            found.append((module.__name__, lambda results, one=module.glance_row: [one(results)]))
     return found
 
 

@@ -14,7 +14,6 @@ its README block is the small table under "Reproducibility".
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import sys
 from pathlib import Path
@@ -29,16 +28,10 @@ RESULTS_FILE = "portability.json"
 
 def key_number_functions() -> dict[str, Callable[[Path], float]]:
     """label -> function(results folder) -> number, from every study module's ``KEY_NUMBERS``."""
-    from invcap.studies.readme import MODULES
+    from invcap.studies.readme import study_modules
 
     found: dict[str, Callable[[Path], float]] = {}
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue
-            raise
+    for module in study_modules():
         found.update(getattr(module, "KEY_NUMBERS", {}))
     return found
 

@@ -15,11 +15,12 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 from invcap.io import marked_block, replace_marked_block, repo_root, results_dir, write_text_atomic
 
-__all__ = ["MODULES", "renderers", "render_all", "update_readme", "stale_blocks", "main"]
+__all__ = ["MODULES", "study_modules", "renderers", "render_all", "update_readme", "stale_blocks", "main"]
 
 # Modules that contribute blocks, in README order.
 MODULES = (
@@ -38,16 +39,23 @@ MODULES = (
 Renderer = Callable[[Path], str]
 
 
+def study_modules() -> list[ModuleType]:
+    """Every module of ``MODULES`` that exists, imported, in README order (a study that is not
+    written yet is skipped; an import error inside one is raised)."""
+    found = []
+    for name in MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+    return found
+
+
 def renderers() -> dict[str, Renderer]:
     """name -> renderer, from every module of ``MODULES`` that exists and defines README_BLOCKS."""
     found: dict[str, Renderer] = {}
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # a study that is not written yet
-                continue
-            raise
+    for module in study_modules():
         for block, render in getattr(module, "README_BLOCKS", {}).items():
             if block in found:
                 raise ValueError(f"README block {block!r} is rendered by two modules")
