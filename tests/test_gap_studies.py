@@ -66,7 +66,9 @@ def _final_results(diverged_seed=None):
     scores = {"rows": {chosen: row, "paper (notebook 03)": {"test/i2t_R@1": _e(38.0, seeds=3)}},
               "runs": {chosen: runs, f"{chosen} (portable path)": [dict(r, divergence={"diverged": False})
                                                                  for r in runs],
-                       "paper (notebook 03)": runs}, "ceiling": {"test": {"all_correct": _e(96)}}}
+                       "paper (notebook 03)": runs},
+              "ceiling": {"test": {"all_correct": _e(96), "rank32_all_correct": _e(88)}},
+              "text_ceiling": {"test": {"training": {"all_correct": _e(99.5)}, "heldout": {"all_correct": _e(12.0)}}}}
     return chosen, scores
 
 
@@ -96,6 +98,9 @@ def test_final_table_block_renders_from_its_results_file(tmp_path):
     block = ft.render_table(tmp_path)
     assert f"| **{chosen}** | 3 (1 diverged) |" in block and "99.0 [97.0, 100.0]" in block
     assert "**missed**" in block and "**met**" in block and "2000 steps" in block and "seeds [0, 1, 2]" in block
+    assert "rank-32 projections of the real test latents: test 88.0 [86.0, 90.0]" in block
+    assert "Text ceiling" in block and "test, heldout wording 12.0 [10.0, 14.0]" in block
+    assert "-5.0 points; text ceiling 12.0)" in block   # the held-out seen goal: 85 vs 90, beside its ceiling
     assert ft.KEY_NUMBERS["final: chosen method, test seen all-correct, training wording (%)"](tmp_path) == 99.0
 
 
@@ -105,6 +110,12 @@ def test_limitations_block_reads_the_data_modules_and_the_final_table(tmp_path):
     (tmp_path / ft.RESULTS).write_text(json.dumps({"config": {"seeds": [0, 1, 2], "step_grid": [400, 800]},
                                                    "steps": {"steps": 800}}))
     assert "800 steps chosen from [400, 800]), 3 training seeds" in ft.render_limitations(tmp_path)
+    assert "frozen sentence encoder" in ft.render_limitations(tmp_path)
+    chosen, scores = _final_results()
+    (tmp_path / ft.RESULTS).write_text(json.dumps({**scores, "config": {"seeds": [0], "step_grid": [1]},
+                                                   "steps": {"steps": 1}}))
+    assert "reads every attribute from only 12.0 % of the held-out wording's test captions (test)" in \
+        ft.render_limitations(tmp_path)
 
 
 def test_worker_count_follows_the_environment_and_the_parameter(monkeypatch):

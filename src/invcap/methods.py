@@ -55,7 +55,7 @@ from invcap.linalg import Principal, principal_directions
 
 __all__ = ["Batch", "Term", "Inverse", "Contrastive", "Spread", "LatentPrior", "PaddedInverse", "PriorInverse",
            "TERMS", "Method", "METHODS", "FORWARD_ONLY", "method", "MethodLoss", "TrainedMethod", "train_method",
-           "method_key", "divergence", "parameter_count"]
+           "method_key", "divergence", "parameter_count", "project_onto"]
 
 
 # --- loss terms ------------------------------------------------------------------------------
@@ -282,6 +282,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "output (weight 0.01, temperature 0.05)", (Inverse(), Contrastive()), image_rank=_PROJECTED),
     Method("bidirectional+projected+contrastive+shallow", "bidirectional+projected+contrastive with 4 LU layers "
            "instead of 6", (Inverse(), Contrastive()), {"depth": 4}, image_rank=_PROJECTED),
+    # The image subspace caps what f^-1 can draw: the judge reads all four attributes from decoded
+    # rank-32 projections of real validation latents at ~88 % (seen) / ~69 % (unseen), from rank-64
+    # ones at ~99 / ~92 % and from rank-128 ones at ~100 / ~97 % (the full latent: 100 / 97 %).
+    # Notebook 05 chooses the rank on validation among these.
+    *[Method(f"bidirectional+projected{rank}+contrastive+shallow", f"bidirectional+projected+contrastive+shallow "
+             f"with the inverse loss in the image latents' {rank} principal directions instead of 32",
+             (Inverse(), Contrastive()), {"depth": 4}, image_rank=rank) for rank in (64, 128)],
 ]}
 # Methods that train only the forward direction: generation by inversion is expected to fail for
 # them (notebook 04), so they are no candidates for the best generator.
@@ -323,7 +330,7 @@ class MethodLoss:
 
 # --- a trained method ------------------------------------------------------------------------
 
-def _project(space: Principal, x: torch.Tensor, rank: int) -> torch.Tensor:
+def project_onto(space: Principal, x: torch.Tensor, rank: int) -> torch.Tensor:
     """x onto the affine subspace through the mean spanned by the first ``rank`` directions."""
     directions = space.directions[:rank].to(x)
     mean = space.mean.to(x)
@@ -360,7 +367,7 @@ class TrainedMethod:
         """Image latents onto the method's image subspace (unchanged when ``image_rank`` is 0)."""
         if self.image_space is None:
             return latents
-        return _project(self.image_space, latents, self.method.image_rank)
+        return project_onto(self.image_space, latents, self.method.image_rank)
 
     @torch.no_grad()
     def caption(self, latents: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -415,7 +422,7 @@ class TrainedMethod:
 
 # The source that decides a trained method's weights (part of its cache key).
 TRAINING_CODE = (captioning, inn, losses, Term, Inverse, Contrastive, Spread, LatentPrior, PaddedInverse, PriorInverse,
-                 MethodLoss, principal_directions, _project, "methods-format-2")
+                 MethodLoss, principal_directions, project_onto, "methods-format-2")
 
 
 def method_key(spec: Method, config: CaptioningConfig, latents: torch.Tensor, caption_embeddings: torch.Tensor) -> str:
@@ -448,7 +455,7 @@ def train_method(spec: Method | str, latents: torch.Tensor, caption_embeddings: 
     targets = caption_embeddings
     if spec.image_rank:
         image_space = principal_directions(latents)
-        latents = _project(image_space, latents.float(), spec.image_rank)
+        latents = project_onto(image_space, latents.float(), spec.image_rank)
         image_basis = image_space.directions[:spec.image_rank].T.float()
     if spec.latent_dims:
         caption_space = principal_directions(caption_targets(caption_embeddings))

@@ -16,7 +16,7 @@ rule picks by R-precision on ``val`` instead of the unseen all-correct rate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -283,12 +283,30 @@ def evaluate(params: Params, inputs: Inputs, models: Mapping[str, Any]) -> dict[
     return rows
 
 
-def ceiling(inputs: Inputs) -> dict[str, dict[str, dict]]:
-    """Per validation split: the judge on real images and on their reconstructions."""
+def image_ranks() -> tuple[int, ...]:
+    """The image subspaces of the registered methods (``Method.image_rank``), smallest first."""
+    return tuple(sorted({m.image_rank for m in METHODS.values() if m.image_rank}))
+
+
+def ceiling(inputs: Inputs, ranks: tuple[int, ...] | None = None) -> dict[str, dict[str, dict]]:
+    """Per validation split: the judge on real images (``real_all_correct``), on their reconstructions
+    (``all_correct``) and, per image subspace of ``ranks`` (default: ``image_ranks()``), on the
+    reconstructions of the latents projected onto it (``rank<r>_all_correct``): a method that
+    measures its inverse loss in r principal directions draws only what they hold."""
     if inputs.judge is None:
         return {}
-    return {name: {k: ev.summarize([v]) for k, v in ev.decoder_ceiling(inputs.judge, inputs.decode, split).items()}
-            for name, split in inputs.splits.items()}
+    from invcap.linalg import principal_directions
+    from invcap.methods import project_onto
+
+    space = principal_directions(inputs.train.latents)
+    out = {}
+    for name, split in inputs.splits.items():
+        scores = ev.decoder_ceiling(inputs.judge, inputs.decode, split)
+        for rank in image_ranks() if ranks is None else ranks:
+            projected = replace(split, latents=project_onto(space, split.latents.float(), rank))
+            scores[f"rank{rank}_all_correct"] = ev.decoder_ceiling(inputs.judge, inputs.decode, projected)["all_correct"]
+        out[name] = {k: ev.summarize([v]) for k, v in scores.items()}
+    return out
 
 
 def flat(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
@@ -419,8 +437,11 @@ def table(results: Mapping, markdown: bool = False) -> str:
 
 
 def ceiling_table(results: Mapping) -> str:
+    def ranks(c: Mapping) -> str:
+        found = sorted((int(k[4:-12]), k) for k in c if k.startswith("rank") and k.endswith("_all_correct"))
+        return "".join(f", rank-{r} projections {_cell(c, k)}" for r, k in found)
     return "\n".join(f"{name}: judge on real images {_cell(c, 'real_all_correct')}, on reconstructions "
-                     f"{_cell(c, 'all_correct')} % all-correct" for name, c in results["ceiling"].items())
+                     f"{_cell(c, 'all_correct')}{ranks(c)} % all-correct" for name, c in results["ceiling"].items())
 
 
 def narrative(results: Mapping) -> str:
