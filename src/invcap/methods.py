@@ -243,6 +243,18 @@ class Method:
         """True when one caption can give several different images."""
         return self.latent_dims > 0
 
+    def reweighted(self, weights: Mapping[str, float] | None = None) -> "Method":
+        """The same method with other term weights, by term name (e.g. ``{"Inverse": 3.0}``): how the
+        final table tunes a chosen method's weights on validation. ValueError for a term it lacks."""
+        if not weights:
+            return self
+        names = {type(t).__name__ for t in self.terms}
+        unknown = set(weights) - names
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no term {sorted(unknown)} to reweight; its terms: {sorted(names)}")
+        return dataclasses.replace(self, terms=tuple(dataclasses.replace(t, weight=float(weights[type(t).__name__]))
+                                                     if type(t).__name__ in weights else t for t in self.terms))
+
     def config(self, **overrides: Any) -> CaptioningConfig:
         clash = set(overrides) & set(self.captioning)
         if clash:
@@ -282,13 +294,14 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "output (weight 0.01, temperature 0.05)", (Inverse(), Contrastive()), image_rank=_PROJECTED),
     Method("bidirectional+projected+contrastive+shallow", "bidirectional+projected+contrastive with 4 LU layers "
            "instead of 6", (Inverse(), Contrastive()), {"depth": 4}, image_rank=_PROJECTED),
-    # The image subspace caps what f^-1 can draw: the judge reads all four attributes from decoded
-    # rank-32 projections of real validation latents at ~88 % (seen) / ~69 % (unseen), from rank-64
-    # ones at ~99 / ~92 % and from rank-128 ones at ~100 / ~97 % (the full latent: 100 / 97 %).
-    # Notebook 05 chooses the rank on validation among these.
-    *[Method(f"bidirectional+projected{rank}+contrastive+shallow", f"bidirectional+projected+contrastive+shallow "
-             f"with the inverse loss in the image latents' {rank} principal directions instead of 32",
-             (Inverse(), Contrastive()), {"depth": 4}, image_rank=rank) for rank in (64, 128)],
+    # The image subspace caps what f^-1 can draw (notebook 05's ceiling table): on the validation
+    # splits the judge reads all four attributes from decoded rank-32 projections of real latents at
+    # ~88 % (seen) / ~69 % (unseen), rank-64 ones at ~99 / ~92 %, rank-128 ones at ~100 / ~97 % (the
+    # full latent: 100 / 97 %). Rank 64 caps unseen combinations at the issue's goal itself, so the
+    # wider subspace is the one registered; notebook 05 compares it with rank 32 on validation.
+    Method("bidirectional+projected128+contrastive+shallow", "bidirectional+projected+contrastive+shallow with the "
+           "inverse loss in the image latents' 128 principal directions instead of 32", (Inverse(), Contrastive()),
+           {"depth": 4}, image_rank=128),
 ]}
 # Methods that train only the forward direction: generation by inversion is expected to fail for
 # them (notebook 04), so they are no candidates for the best generator.
