@@ -216,3 +216,27 @@ def test_reweighted_changes_only_the_named_terms_and_the_cache_key():
     assert method_key(heavy, config, z, y) != method_key(spec, config, z, y)
     with pytest.raises(ValueError, match="no term"):
         method("paper").reweighted({"Inverse": 2.0})
+
+
+def test_a_projected_method_checkpoint_is_recognised_when_the_projection_differs_in_the_last_bits(tmp_path,
+                                                                                                   monkeypatch):
+    # The portable path computes the principal directions with other kernels: the projected latents
+    # differ in the last bits, the raw data does not. The checkpoint must still be recognised.
+    import invcap.methods as methods_module
+
+    torch.manual_seed(0)
+    z, y = torch.randn(64, 16), torch.randn(64, 2, 16)
+    spec = Method("p", "", (Inverse(),), {"depth": 2}, image_rank=8)
+    path = tmp_path / "p.pt"
+    first = train_method(spec, z, y, checkpoint=path, progress=False, steps=3, device="cpu")
+    exact = methods_module.principal_directions
+
+    def other_kernels(x):   # the same directions, off in the last bits
+        p = exact(x)
+        return type(p)(p.mean + 1e-6, p.directions, p.std)
+
+    monkeypatch.setattr(methods_module, "principal_directions", other_kernels)
+    again = train_method(spec, z, y, checkpoint=path, progress=False, steps=3, device="cpu")
+    assert again.history["loss"] == first.history["loss"]   # loaded, not retrained
+    with pytest.raises(ValueError, match="other data"):
+        train_method(spec, z + 1e-3, y, checkpoint=path, progress=False, steps=3, device="cpu")

@@ -222,7 +222,8 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
                      checkpoint: str | Path | None = None, progress: bool = True,
                      extra_loss: ExtraLoss | None = None, *, val_latents: torch.Tensor | None = None,
                      val_embeddings: torch.Tensor | None = None, eval_every: int = 100,
-                     checkpoint_every: int = 500, forward_dims: int | None = None) -> CaptioningRun:
+                     checkpoint_every: int = 500, forward_dims: int | None = None,
+                     data_identity: tuple[torch.Tensor, torch.Tensor] | None = None) -> CaptioningRun:
     """Train f: latent -> caption embedding with MSE (see the module docstring).
 
     latents: (N, d); caption_embeddings: (N, C, d) or (N, d). With ``val_latents`` and
@@ -230,6 +231,10 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
     recorded every ``eval_every`` steps (``history["val_step"]``, ``history["val_mse"]``).
     ``forward_dims=k`` compares only the first k outputs of f with the first k target entries
     (the rest of the output is left to ``extra_loss``, e.g. a latent trained by MMD); None = all.
+    ``data_identity``: the tensors a checkpoint's data fingerprint is taken from (default: ``latents``
+    and ``caption_embeddings``). A caller that derives its inputs (``invcap.methods`` projects the
+    latents onto principal directions) passes the raw ones: the derived floats differ in the last bits
+    between numeric paths, so a checkpoint trained on one path would not be recognised on another.
     """
     caption_embeddings = check_pair(latents, caption_embeddings)
     if val_latents is not None:
@@ -239,7 +244,7 @@ def train_captioning(latents: torch.Tensor, caption_embeddings: torch.Tensor, co
     if forward_dims is not None and not (isinstance(forward_dims, int) and 1 <= forward_dims <= features):
         raise ValueError(f"forward_dims must be an int in 1..{features} or None, got {forward_dims!r}")
     fwd = slice(None) if forward_dims is None else slice(0, forward_dims)
-    fingerprint = _fingerprint(latents, caption_embeddings)
+    fingerprint = _fingerprint(*(data_identity or (latents, caption_embeddings)))
     loss_name = _loss_name(extra_loss)
 
     torch.manual_seed(config.seed)  # the initialisation (init_std > 0) depends on it

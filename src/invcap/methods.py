@@ -465,6 +465,7 @@ def train_method(spec: Method | str, latents: torch.Tensor, caption_embeddings: 
     else:
         path = None if checkpoint in (None, False) else Path(checkpoint)
     caption_space = image_space = image_basis = forward_dims = None
+    raw = (latents, caption_embeddings)   # the checkpoint's data identity: not the projections below
     targets = caption_embeddings
     if spec.image_rank:
         image_space = principal_directions(latents)
@@ -476,7 +477,8 @@ def train_method(spec: Method | str, latents: torch.Tensor, caption_embeddings: 
         forward_dims = width - spec.latent_dims
     extra = MethodLoss(spec, image_basis) if spec.terms else None
     kwargs = {"forward_dims": forward_dims} if forward_dims is not None else {}
-    run = train_captioning(latents, targets, config, checkpoint=path, progress=progress, extra_loss=extra, **kwargs)
+    run = train_captioning(latents, targets, config, checkpoint=path, progress=progress, extra_loss=extra,
+                           data_identity=raw, **kwargs)
     return TrainedMethod(spec, run.net, config, caption_space, image_space, run.history, path)
 
 

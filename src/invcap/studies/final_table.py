@@ -315,6 +315,7 @@ def goals(scores: Mapping[str, Any], chosen: str, paper_row: str) -> list[dict[s
                     "threshold": paper["value"], **{k: mine[k] for k in ("value", "lo", "hi")},
                     "met": mine["value"] >= paper["value"], "margin": mine["value"] - paper["value"]})
     unstable = [f"{name} seed {r['job'].get('overrides', {}).get('seed')}"
+                + (f" (failed: {r['error'][:120]})" if r.get("error") else "")
                 for name in (chosen, f"{chosen} (portable path)") for r in scores["runs"].get(name, [])
                 if r["divergence"].get("diverged") or r.get("collapsed")]
     runs = len(scores["runs"].get(chosen, [])) + len(scores["runs"].get(f"{chosen} (portable path)", []))
@@ -399,8 +400,10 @@ def render_table(results_folder: Path) -> str:
     keys += [("R@1 via f", "test/i2t_R@1"), ("R@1 via f⁻¹", "test/inv_i2t_R@1")]
     lines = ["| row | runs | " + " | ".join(k for k, _ in keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for name, row in r["rows"].items():
-        bad = sum(1 for run in r["runs"][name] if run["divergence"].get("diverged") or run.get("collapsed"))
-        runs = f"{len(r['runs'][name])}" + (f" ({bad} diverged)" if bad else "")
+        failed = sum(1 for run in r["runs"][name] if run.get("error"))
+        bad = sum(1 for run in r["runs"][name] if not run.get("error") and (run["divergence"].get("diverged")
+                                                                             or run.get("collapsed")))
+        runs = f"{len(r['runs'][name])}" + (f" ({bad} diverged)" if bad else "") + (f" ({failed} failed)" if failed else "")
         bold = "**" if name == r["chosen"]["method"] else ""
         lines.append(f"| {bold}{name}{bold} | {runs} | " + " | ".join(_cell(row, k) for _, k in keys) + " |")
     ceiling = "; ".join(f"{n} {_cell(c, 'all_correct')}" for n, c in r["ceiling"].items())
