@@ -85,3 +85,17 @@ def test_train_generator_rejects_bad_options_before_any_work(tmp_path, monkeypat
     assert main(["train-generator", "--steps", "0"]) == 2 and "--steps" in capsys.readouterr().err
     assert main(["train-generator", "--method", "nope"]) == 2 and "unknown method" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
+
+
+def test_selected_generator_carries_the_weights_chosen_on_validation(tmp_path):
+    import json
+
+    from invcap.generator import DEFAULT_GENERATOR, selected_generator
+    from invcap.methods import Inverse, method
+
+    assert selected_generator(tmp_path)["weights"] is None and selected_generator(tmp_path)["method"] == DEFAULT_GENERATOR
+    chosen = {"method": DEFAULT_GENERATOR, "steps": 1200, "lr": 3e-3, "seed": 0, "weights": {"Inverse": 10.0}}
+    (tmp_path / "final_table.json").write_text(json.dumps({"generator": chosen}))
+    picked = selected_generator(tmp_path)
+    assert picked["steps"] == 1200 and picked["weights"] == {"Inverse": 10.0}
+    assert method(picked["method"]).reweighted(picked["weights"]).term(Inverse).weight == 10.0

@@ -221,3 +221,45 @@ def test_r_precision_against_every_other_label_matches_a_direct_loop():
     assert ev._r_precision_hits(nan, captions, labels, candidates=5, seed=0)[0] == 0
     with pytest.raises(ValueError, match="lower `candidates`"):
         ev._r_precision_hits(queries, captions, labels, candidates=29, seed=0)
+
+
+def test_caption_probe_reads_stated_attributes_and_scores_like_generation():
+    # captions carry their combination in coordinates 2.. (plus noise); a second "wording" moves them
+    split = _split(copies=6)
+    truth = split.attributes
+    mentions = [[tuple(ATTRS)] * 2 for _ in truth]
+    probe = ev.CaptionProbe.fit(split.caption_embeddings, truth, mentions, ATTRS)
+    own = ev.CaptionSet.own(split)
+    read = ev.text_ceiling(probe, own, split)
+    assert read["all_correct"].mean == 100.0 and read["acc_a"].mean == 100.0
+    assert len(np.unique(read["all_correct"].clusters)) == len(COMBOS)
+    # a wording the probe never saw: the combination code sits in other coordinates -> it reads far less
+    moved = ev.CaptionSet("moved", own.texts, torch.roll(own.embeddings, 1, dims=1), own.image)
+    assert ev.text_ceiling(probe, moved, split)["all_correct"].mean < 60.0
+    # only stated attributes count, as in generation; unstated ones are not labels when fitting either
+    partial = _partial_captions(split, omit="b")
+    assert "acc_b" not in ev.text_ceiling(probe, partial, split)
+    unlabeled = [[("a",)] * 2 for _ in truth]   # b is never stated: its head stays at zero -> first value
+    blind = ev.CaptionProbe.fit(split.caption_embeddings, truth, unlabeled, ATTRS)
+    assert bool((blind.predict_indices(own.embeddings)[:, 1] == 0).all())
+    with pytest.raises(ValueError, match=r"\(N, C, d\)"):
+        ev.CaptionProbe.fit(split.caption_embeddings[0], truth, mentions, ATTRS)
+    with pytest.raises(ValueError, match="no attributes"):
+        ev.text_ceiling(probe, own, ev.Split("x", split.latents, split.images, split.caption_embeddings, None))
+
+
+def test_subspace_ceiling_of_notebook_05_drops_with_the_projection_rank():
+    from types import SimpleNamespace
+
+    from invcap.studies import nb05_closing_the_inversion_gap as nb05
+
+    split = _split(copies=6)
+    train = SimpleNamespace(latents=split.latents + 0.01 * torch.randn(split.latents.shape,
+                                                                       generator=torch.Generator().manual_seed(1)))
+    inputs = nb05.Inputs(train, {"toy": split}, {}, decode, None, None, Judge())
+    out = nb05.ceiling(inputs, ranks=(1, 2, D))["toy"]
+    assert out["all_correct"]["value"] == 100.0 == out["real_all_correct"]["value"]
+    assert out[f"rank{D}_all_correct"]["value"] == 100.0 and out["rank2_all_correct"]["value"] == 100.0
+    assert out["rank1_all_correct"]["value"] < 60.0   # one direction cannot hold both codes
+    assert "rank-1 projections" in nb05.ceiling_table({"ceiling": {"toy": out}})
+    assert nb05.image_ranks() == tuple(sorted({m.image_rank for m in nb05.METHODS.values() if m.image_rank}))

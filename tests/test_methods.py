@@ -203,3 +203,16 @@ def test_parameter_count_of_the_invertible_network():
 
     net = InvertibleMLP(16, 3)
     assert parameter_count(net) == inn_parameter_count(16, 3) == 3 * (16 * 15 + 16)
+
+
+def test_reweighted_changes_only_the_named_terms_and_the_cache_key():
+    spec = method("bidirectional+projected128+contrastive+shallow")
+    assert spec.image_rank == 128 and spec.reweighted(None) is spec and spec.reweighted({}) is spec
+    heavy = spec.reweighted({"Inverse": 10.0})
+    assert heavy.term(Inverse).weight == 10.0 and heavy.term(Contrastive) == spec.term(Contrastive)
+    assert heavy.name == spec.name and spec.term(Inverse).weight == 1.0   # the registry is untouched
+    z, y = torch.randn(8, 384), torch.randn(8, 2, 384)
+    config = spec.config(steps=1)
+    assert method_key(heavy, config, z, y) != method_key(spec, config, z, y)
+    with pytest.raises(ValueError, match="no term"):
+        method("paper").reweighted({"Inverse": 2.0})

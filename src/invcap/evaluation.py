@@ -36,7 +36,8 @@ from invcap.retrieval import RECALL_AT, attribute_labels, ranks_from_similarity,
 
 __all__ = ["Outcomes", "bootstrap_interval", "summarize", "chance_all_correct", "CaptionSet", "Split",
            "independent_captioner", "captioning", "inverse_retrieval", "decode_all", "generation",
-           "partial_variation", "decoder_ceiling", "select_best", "collapsed", "JUDGE_REQUIRED", "N_BOOT"]
+           "partial_variation", "decoder_ceiling", "CaptionProbe", "text_ceiling", "select_best", "collapsed",
+           "JUDGE_REQUIRED", "N_BOOT"]
 
 N_BOOT = 2000
 JUDGE_REQUIRED = 97.0   # percent all-correct the judge must reach on real images before it may score
@@ -405,3 +406,71 @@ def collapsed(value: float, reference_values: Sequence[float], fraction: float =
     """A run's rate collapsed when it is below ``fraction`` of the median over the method's seeds."""
     values = [v for v in reference_values if math.isfinite(v)]
     return bool(values) and float(np.median(values)) > 10.0 and value < fraction * float(np.median(values))
+
+
+# --- the text side: what the caption embedding says --------------------------------------------
+
+class CaptionProbe:
+    """A linear classifier per attribute on caption embeddings, trained on the training split's own
+    captions (each stated attribute is a label; omitted ones are not). It asks what a generator
+    reading the same frozen embedding has to work with: a caption whose attributes this probe
+    cannot read is one no model trained on these captions can be expected to draw. Fixed recipe
+    (no tuning): standardised inputs, zero initialisation, full-batch Adam on the mean masked
+    cross-entropy; convex, so the result does not depend on a seed."""
+
+    def __init__(self, attributes: Mapping[str, Sequence[str]], mean: torch.Tensor, scale: torch.Tensor,
+                 heads: Sequence[torch.Tensor]) -> None:
+        self.attributes = {k: tuple(v) for k, v in attributes.items()}
+        self.mean, self.scale, self.heads = mean, scale, list(heads)
+
+    @classmethod
+    def fit(cls, caption_embeddings: torch.Tensor, truth: Sequence[Mapping[str, str]],
+            mentions: Sequence[Sequence[Sequence[str]]] | None, attributes: Mapping[str, Sequence[str]],
+            steps: int = 500, lr: float = 0.01) -> "CaptionProbe":
+        """``caption_embeddings`` (N, C, d) of N images with attribute dicts ``truth``; ``mentions[i][j]``:
+        the attributes caption j of image i states (None: every caption states every attribute)."""
+        if caption_embeddings.dim() != 3 or caption_embeddings.shape[0] != len(truth):
+            raise ValueError(f"caption_embeddings must be (N, C, d) for the {len(truth)} images, "
+                             f"got {tuple(caption_embeddings.shape)}")
+        n, c, d = caption_embeddings.shape
+        x = caption_embeddings.reshape(n * c, d).double()
+        mean, scale = x.mean(0), x.std(0).clamp_min(1e-8)
+        x = (x - mean) / scale
+        names = list(attributes)
+        labels = torch.tensor([[list(attributes[a]).index(t[a]) for a in names] for t in truth]).repeat_interleave(c, 0)
+        stated = (torch.ones(n * c, len(names), dtype=torch.bool) if mentions is None else
+                  torch.tensor([[a in m for a in names] for caps in mentions for m in caps[:c]]))
+        heads = [torch.zeros(d + 1, len(attributes[a]), dtype=torch.float64, requires_grad=True) for a in names]
+        optimizer = torch.optim.Adam(heads, lr=lr)
+        ones = torch.ones(n * c, 1, dtype=torch.float64)
+        xb = torch.cat([x, ones], 1)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = sum((torch.nn.functional.cross_entropy(xb @ w, labels[:, k], reduction="none") * stated[:, k]).sum()
+                       / stated[:, k].sum().clamp_min(1) for k, w in enumerate(heads))
+            loss.backward()
+            optimizer.step()
+        return cls(attributes, mean, scale, [w.detach() for w in heads])
+
+    @torch.no_grad()
+    def predict_indices(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(M, A) predicted value indices for caption embeddings (M, d)."""
+        x = (embeddings.double() - self.mean) / self.scale
+        xb = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
+        return torch.stack([(xb @ w).argmax(1) for w in self.heads], 1)
+
+
+def text_ceiling(probe: CaptionProbe, captions: CaptionSet, split: Split) -> dict[str, Outcomes]:
+    """The probe on the captions a generator is scored on: ``all_correct`` (every stated attribute read
+    right from the embedding) and ``acc_<attribute>``, with the same clusters and rules as ``generation``."""
+    if split.attributes is None:
+        raise ValueError(f"split {split.name!r} has no attributes: there is nothing for the probe to read")
+    mentions = captions.mentions or [tuple(probe.attributes)] * len(captions.texts)
+    clusters = split.clusters()[captions.image.numpy()]
+    judged = _judged(probe, captions.embeddings, [split.attributes[i] for i in captions.image.tolist()], mentions)
+    out = {"all_correct": Outcomes(judged.pop("all"), clusters)}
+    for name, values in judged.items():
+        keep = ~np.isnan(values)
+        if keep.any():
+            out[f"acc_{name}"] = Outcomes(values[keep], clusters[keep])
+    return out

@@ -29,7 +29,7 @@ __all__ = ["GENERATOR_FORMAT", "DEFAULT_GENERATOR", "DEFAULT_STEPS", "default_ge
 GENERATOR_FORMAT = 2
 # Used when no notebook-05 selection exists yet (its results file names the method chosen on
 # validation and the steps; this is the method the last committed selection chose).
-DEFAULT_GENERATOR = "bidirectional+projected+contrastive+shallow"
+DEFAULT_GENERATOR = "bidirectional+projected128+contrastive+shallow"
 DEFAULT_STEPS = 3000
 HOW_TO_MAKE = "run `make generator` (trains only the generator and what it needs, a few minutes on 2 cores)"
 
@@ -115,7 +115,8 @@ def selected_generator(results: Path | None = None) -> dict[str, Any]:
     """The method and training settings to build, chosen on validation: the final table's
     (``final_table.json``: notebook 05's method at the steps chosen on validation) when it exists,
     else notebook 05's (``closing_the_gap.json``), else the defaults. Both files have a
-    ``"generator"`` entry: {method, steps, lr, seed}."""
+    ``"generator"`` entry: {method, steps, lr, seed} and, from the final table, the term ``weights``
+    chosen on validation."""
     from invcap.io import results_dir
 
     folder = results or results_dir()
@@ -124,8 +125,8 @@ def selected_generator(results: Path | None = None) -> dict[str, Any]:
         chosen = json.loads(path.read_text()).get("generator") if path.is_file() else None
         if chosen:
             return {"method": chosen["method"], "steps": int(chosen["steps"]), "lr": float(chosen["lr"]),
-                    "seed": int(chosen.get("seed", 0)), "source": str(path)}
-    return {"method": DEFAULT_GENERATOR, "steps": DEFAULT_STEPS, "lr": 3e-3, "seed": 0,
+                    "seed": int(chosen.get("seed", 0)), "weights": chosen.get("weights"), "source": str(path)}
+    return {"method": DEFAULT_GENERATOR, "steps": DEFAULT_STEPS, "lr": 3e-3, "seed": 0, "weights": None,
             "source": "invcap.generator.DEFAULT_GENERATOR (no notebook-05 selection found)"}
 
 
@@ -143,9 +144,11 @@ def build_generator(path: Path | None = None, method: str | None = None, steps: 
         chosen.update(method=method, source="--method")
     if steps is not None:
         chosen["steps"] = int(steps)
-    registered(chosen["method"])   # an unknown name fails now, before any training
+    if method is not None:
+        chosen["weights"] = None   # another method: its own registered weights
+    spec = registered(chosen["method"]).reweighted(chosen.get("weights"))   # an unknown name fails now
     seed_everything(chosen["seed"])
     train = load_features("train", device=device, progress=progress)
-    trained = train_method(chosen["method"], train.latents, train.caption_embeddings, progress=progress,
+    trained = train_method(spec, train.latents, train.caption_embeddings, progress=progress,
                            steps=chosen["steps"], lr=chosen["lr"], seed=chosen["seed"], device=device)
     return save_generator(path or default_generator_path(), trained, *autoencoder_parts(train), info=chosen)

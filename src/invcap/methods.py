@@ -55,7 +55,7 @@ from invcap.linalg import Principal, principal_directions
 
 __all__ = ["Batch", "Term", "Inverse", "Contrastive", "Spread", "LatentPrior", "PaddedInverse", "PriorInverse",
            "TERMS", "Method", "METHODS", "FORWARD_ONLY", "method", "MethodLoss", "TrainedMethod", "train_method",
-           "method_key", "divergence", "parameter_count"]
+           "method_key", "divergence", "parameter_count", "project_onto"]
 
 
 # --- loss terms ------------------------------------------------------------------------------
@@ -243,6 +243,18 @@ class Method:
         """True when one caption can give several different images."""
         return self.latent_dims > 0
 
+    def reweighted(self, weights: Mapping[str, float] | None = None) -> "Method":
+        """The same method with other term weights, by term name (e.g. ``{"Inverse": 3.0}``): how the
+        final table tunes a chosen method's weights on validation. ValueError for a term it lacks."""
+        if not weights:
+            return self
+        names = {type(t).__name__ for t in self.terms}
+        unknown = set(weights) - names
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no term {sorted(unknown)} to reweight; its terms: {sorted(names)}")
+        return dataclasses.replace(self, terms=tuple(dataclasses.replace(t, weight=float(weights[type(t).__name__]))
+                                                     if type(t).__name__ in weights else t for t in self.terms))
+
     def config(self, **overrides: Any) -> CaptioningConfig:
         clash = set(overrides) & set(self.captioning)
         if clash:
@@ -282,6 +294,14 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "output (weight 0.01, temperature 0.05)", (Inverse(), Contrastive()), image_rank=_PROJECTED),
     Method("bidirectional+projected+contrastive+shallow", "bidirectional+projected+contrastive with 4 LU layers "
            "instead of 6", (Inverse(), Contrastive()), {"depth": 4}, image_rank=_PROJECTED),
+    # The image subspace caps what f^-1 can draw (notebook 05's ceiling table): on the validation
+    # splits the judge reads all four attributes from decoded rank-32 projections of real latents at
+    # ~88 % (seen) / ~69 % (unseen), rank-64 ones at ~99 / ~92 %, rank-128 ones at ~100 / ~97 % (the
+    # full latent: 100 / 97 %). Rank 64 caps unseen combinations at the issue's goal itself, so the
+    # wider subspace is the one registered; notebook 05 compares it with rank 32 on validation.
+    Method("bidirectional+projected128+contrastive+shallow", "bidirectional+projected+contrastive+shallow with the "
+           "inverse loss in the image latents' 128 principal directions instead of 32", (Inverse(), Contrastive()),
+           {"depth": 4}, image_rank=128),
 ]}
 # Methods that train only the forward direction: generation by inversion is expected to fail for
 # them (notebook 04), so they are no candidates for the best generator.
@@ -323,7 +343,7 @@ class MethodLoss:
 
 # --- a trained method ------------------------------------------------------------------------
 
-def _project(space: Principal, x: torch.Tensor, rank: int) -> torch.Tensor:
+def project_onto(space: Principal, x: torch.Tensor, rank: int) -> torch.Tensor:
     """x onto the affine subspace through the mean spanned by the first ``rank`` directions."""
     directions = space.directions[:rank].to(x)
     mean = space.mean.to(x)
@@ -360,7 +380,7 @@ class TrainedMethod:
         """Image latents onto the method's image subspace (unchanged when ``image_rank`` is 0)."""
         if self.image_space is None:
             return latents
-        return _project(self.image_space, latents, self.method.image_rank)
+        return project_onto(self.image_space, latents, self.method.image_rank)
 
     @torch.no_grad()
     def caption(self, latents: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -415,7 +435,7 @@ class TrainedMethod:
 
 # The source that decides a trained method's weights (part of its cache key).
 TRAINING_CODE = (captioning, inn, losses, Term, Inverse, Contrastive, Spread, LatentPrior, PaddedInverse, PriorInverse,
-                 MethodLoss, principal_directions, _project, "methods-format-2")
+                 MethodLoss, principal_directions, project_onto, "methods-format-2")
 
 
 def method_key(spec: Method, config: CaptioningConfig, latents: torch.Tensor, caption_embeddings: torch.Tensor) -> str:
@@ -448,7 +468,7 @@ def train_method(spec: Method | str, latents: torch.Tensor, caption_embeddings: 
     targets = caption_embeddings
     if spec.image_rank:
         image_space = principal_directions(latents)
-        latents = _project(image_space, latents.float(), spec.image_rank)
+        latents = project_onto(image_space, latents.float(), spec.image_rank)
         image_basis = image_space.directions[:spec.image_rank].T.float()
     if spec.latent_dims:
         caption_space = principal_directions(caption_targets(caption_embeddings))

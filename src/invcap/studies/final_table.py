@@ -2,9 +2,11 @@
 
 Everything chosen before the test splits are read, on validation splits only:
 - the method: notebook 05's selection (``results/closing_the_gap.json``);
-- its training length: each of ``Config.step_grid`` is trained (seed 0) and scored on
-  ``compositional_val``; the fewest steps within ``step_tolerance`` points of the best unseen
-  all-correct rate win (less compute for a difference inside the noise);
+- its training length and the weight of its inverse term: each (``Config.inverse_weights`` x
+  ``Config.step_grid``) pair is trained (seed 0) and scored on the validation splits; among the pairs
+  that caption at least as well through f on ``val`` as notebook 05's ``paper`` row, the fewest steps
+  within ``step_tolerance`` points of the best unseen all-correct rate win (less compute for a
+  difference inside the noise; ties: the higher seen rate);
 - the two-networks baseline's MLP: hidden layers x learning rate, by the same rule's unseen rate
   for the generator, by validation R@1 for the captioner.
 Then every method of the registry and every baseline is trained with ``Config.seeds`` at the
@@ -30,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from invcap import baselines as bl
 from invcap import evaluation as ev
 from invcap.io import read_json, results_dir, write_json_atomic
-from invcap.methods import Contrastive, divergence, method, parameter_count
+from invcap.methods import Contrastive, Inverse, divergence, method, parameter_count
 from invcap.repro import Stopwatch, run_record, seed_everything
 from invcap.studies import nb05_closing_the_inversion_gap as nb05
 from invcap.studies.training_jobs import default_workers, errors as failed_jobs, job_key, run_jobs, train_one
@@ -46,7 +48,8 @@ WORDINGS = ("training", "heldout")
 @dataclass(frozen=True)
 class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
-    step_grid: tuple[int, ...] = (300, 600)    # sized to `make paper`'s ~15 min on 2 cores (README, NOTES)
+    step_grid: tuple[int, ...] = (600, 1200, 2400)
+    inverse_weights: tuple[float, ...] = (1.0, 3.0, 10.0)   # the chosen method's Inverse term weight
     step_tolerance: float = 1.0
     mlp_layers: tuple[int, ...] = (1, 2)
     mlp_lrs: tuple[float, ...] = (1e-3, 3e-3)
@@ -69,14 +72,16 @@ class Setup:
     val: Any                        # notebook 05's validation Inputs
     data: dict[str, Any] = field(default_factory=dict)
     paper: Any = None               # notebook 03's model and its record, or None
+    paper_val_r1: float | None = None   # notebook 05's paper row: val R@1 through f (the captioning bar)
 
 
 def load_setup() -> Setup:
     results = nb05.load_results()
     params = nb05.Params(**results["params"])
     seed_everything(params.seed)
+    bar = results["rows"].get("paper", {}).get("val/i2t_R@1", {}).get("value")
     return Setup(params, results["selection"]["method"], nb05.load_inputs(params),
-                 params.features_args(), nb05.paper_model(params.device))
+                 params.features_args(), nb05.paper_model(params.device), bar)
 
 
 def _unseen_key(setup: Setup) -> tuple[str, str]:
@@ -96,28 +101,51 @@ def _val_generation(model, setup: Setup) -> dict[str, float]:
     return out
 
 
-def _method_job(name: str, setup: Setup, steps: int, seed: int, portable: bool = False) -> dict[str, Any]:
-    return {"kind": "method", "name": name, "portable": portable,
-            "overrides": {"steps": steps, "lr": setup.params.lr, "seed": seed, "device": setup.params.device}}
+def _method_job(name: str, setup: Setup, steps: int, seed: int, portable: bool = False,
+                weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+    job = {"kind": "method", "name": name, "portable": portable,
+           "overrides": {"steps": steps, "lr": setup.params.lr, "seed": seed, "device": setup.params.device}}
+    return {**job, "weights": dict(weights)} if weights else job
+
+
+def _weights(setup: Setup, inverse_weight: float) -> dict[str, float] | None:
+    """The chosen method's term weights with its Inverse term at ``inverse_weight`` (None: it has none)."""
+    return {"Inverse": float(inverse_weight)} if method(setup.chosen).term(Inverse) is not None else None
 
 
 def choose_steps(config: Config, setup: Setup) -> dict[str, Any]:
-    """Train the chosen method (seed 0) at every length of ``config.step_grid``; the fewest steps
-    whose validation unseen rate is within ``config.step_tolerance`` points of the best."""
-    jobs = [_method_job(setup.chosen, setup, steps, 0) for steps in config.step_grid]
+    """Train the chosen method (seed 0) at every (inverse weight, length) of ``config.inverse_weights``
+    x ``config.step_grid`` and score each on validation. Among the pairs whose val R@1 through f is
+    at least notebook 05's ``paper`` row's (all pairs when none is), the fewest steps within
+    ``config.step_tolerance`` points of the best unseen rate; ties: the higher seen rate."""
+    weights = config.inverse_weights if method(setup.chosen).term(Inverse) is not None else (None,)
+    grid = [(w, steps) for w in weights for steps in config.step_grid]
+    jobs = [_method_job(setup.chosen, setup, steps, 0, weights=None if w is None else _weights(setup, w))
+            for w, steps in grid]
     errors = failed_jobs(run_jobs(jobs, setup.data, config.workers, train=setup.val.train))
-    unseen, _ = _unseen_key(setup)
-    rates = {}
-    for steps, job in zip(config.step_grid, jobs):
-        rates[steps] = math.nan if job_key(job) in errors else _val_generation(train_one(job, setup.val.train),
-                                                                                 setup)[unseen]
-    finite = {s: r for s, r in rates.items() if math.isfinite(r)}
+    unseen, seen = _unseen_key(setup)
+    bar = setup.paper_val_r1
+    val = []
+    for (w, steps), job in zip(grid, jobs):
+        entry = {"inverse_weight": w, "steps": steps, "unseen": math.nan, "seen": math.nan, "r1": math.nan}
+        if job_key(job) not in errors:
+            model = train_one(job, setup.val.train)
+            rates = _val_generation(model, setup)
+            entry.update(unseen=rates[unseen], seen=rates.get(seen, math.nan),
+                         r1=ev.captioning(model, setup.val.splits["val"])["i2t_R@1"].mean)
+        val.append(entry)
+    finite = [e for e in val if math.isfinite(e["unseen"])]
     if not finite:
-        raise ValueError(f"{setup.chosen} diverged at every length of {config.step_grid}: {errors}")
-    best = max(finite.values())
-    steps = min(s for s, r in finite.items() if r >= best - config.step_tolerance)
-    return {"steps": steps, "val_unseen": {str(s): r for s, r in rates.items()}, "metric": unseen,
-            "rule": f"fewest steps within {config.step_tolerance} points of the best {unseen}"}
+        raise ValueError(f"{setup.chosen} diverged at every point of {grid}: {errors}")
+    eligible = [e for e in finite if bar is None or e["r1"] >= bar] or finite
+    best = max(e["unseen"] for e in eligible)
+    close = [e for e in eligible if e["unseen"] >= best - config.step_tolerance]
+    pick = min(close, key=lambda e: (e["steps"], -e["seen"]))
+    return {"steps": pick["steps"], "inverse_weight": pick["inverse_weight"], "val": val, "metric": unseen,
+            "val_unseen": {str(e["steps"]): e["unseen"] for e in val if e["inverse_weight"] == pick["inverse_weight"]},
+            "rule": (f"among the (inverse weight, steps) pairs with val R@1 through f >= the paper row's "
+                     f"({bar:.1f})" if bar is not None else "among all (inverse weight, steps) pairs")
+                    + f", the fewest steps within {config.step_tolerance} points of the best {unseen}; ties: {seen}"}
 
 
 def tune_mlp(config: Config, setup: Setup, steps: int, params_count: int) -> dict[str, Any]:
@@ -148,8 +176,9 @@ def tune_mlp(config: Config, setup: Setup, steps: int, params_count: int) -> dic
 
 # --- the final runs ----------------------------------------------------------------------------
 
-def final_jobs(config: Config, setup: Setup, steps: int, mlp: Mapping[str, Any]) -> dict[str, list[dict]]:
-    """row name -> one training job per seed."""
+def final_jobs(config: Config, setup: Setup, steps: int, mlp: Mapping[str, Any],
+               chosen_weights: Mapping[str, float] | None = None) -> dict[str, list[dict]]:
+    """row name -> one training job per seed (the chosen method with ``chosen_weights``)."""
     rows: dict[str, list[dict]] = {}
     for name in dict.fromkeys([setup.chosen, *config.methods]):
         if name == "paper" and setup.paper is not None:
@@ -161,9 +190,11 @@ def final_jobs(config: Config, setup: Setup, steps: int, mlp: Mapping[str, Any])
                 {"kind": "method", "name": "paper", "overrides": {**fixed, "seed": s, "device": setup.params.device}}
                 for s in others]
             continue
-        rows[name] = [_method_job(name, setup, steps, seed) for seed in config.seeds]
+        weights = chosen_weights if name == setup.chosen else None
+        rows[name] = [_method_job(name, setup, steps, seed, weights=weights) for seed in config.seeds]
     if config.portable:
-        rows[f"{setup.chosen} (portable path)"] = [_method_job(setup.chosen, setup, steps, s, True) for s in config.seeds]
+        rows[f"{setup.chosen} (portable path)"] = [_method_job(setup.chosen, setup, steps, s, True, chosen_weights)
+                                                   for s in config.seeds]
     rows["two networks"] = [{"kind": "two networks", "generator": {**mlp["generator"], "seed": s},
                              "captioner": {**mlp["captioner"], "seed": s}} for s in config.seeds]
     rows["least squares"] = [{"kind": "least squares"}]
@@ -246,10 +277,23 @@ def score_test(models: Mapping[str, list[dict]], inputs: nb05.Inputs, config: Co
             values = rows[name][key]["per_seed"]
             for run, value in zip([r for r in runs[name] if not r["error"]], values):
                 run["collapsed"] = ev.collapsed(value, values)
-    ceiling = {} if inputs.judge is None else {
-        n: {k: ev.summarize([v]) for k, v in ev.decoder_ceiling(inputs.judge, inputs.decode, s).items()}
-        for n, s in inputs.splits.items()}
-    return {"rows": rows, "runs": runs, "ceiling": ceiling}
+    ceiling = {} if inputs.judge is None else nb05.ceiling(inputs)
+    return {"rows": rows, "runs": runs, "ceiling": ceiling, "text_ceiling": text_ceiling(inputs)}
+
+
+def text_ceiling(inputs: nb05.Inputs) -> dict[str, dict[str, dict]]:
+    """Per test split and wording: how often a linear probe trained on the training captions
+    (``evaluation.CaptionProbe``) reads every stated attribute from the very captions the rows are
+    scored on. A wording whose attributes the embedding does not carry to such a reader is beyond
+    any generator trained on the same captions. Empty without attributes."""
+    if inputs.attributes is None:
+        return {}
+    train = inputs.train
+    probe = ev.CaptionProbe.fit(train.caption_embeddings, train.attributes, train.mentions, inputs.attributes)
+    return {name: {wording: {k: ev.summarize([v]) for k, v in ev.text_ceiling(probe, inputs.captions[name][wording],
+                                                                              split).items()}
+                   for wording in WORDINGS if wording in inputs.captions[name]}
+            for name, split in inputs.splits.items()}
 
 
 def goals(scores: Mapping[str, Any], chosen: str, paper_row: str) -> list[dict[str, Any]]:
@@ -260,9 +304,11 @@ def goals(scores: Mapping[str, Any], chosen: str, paper_row: str) -> list[dict[s
         split = "test" if kind == "seen" else "compositional_test"
         entry = row.get(f"{split}/{wording}/all_correct")
         if entry is not None:
+            text = scores.get("text_ceiling", {}).get(split, {}).get(wording, {}).get("all_correct")
             out.append({"goal": f"{wording} wording, {kind} combinations: all-correct >= {threshold:.0f}%",
                         "threshold": threshold, **{k: entry[k] for k in ("value", "lo", "hi")},
-                        "met": entry["value"] >= threshold, "margin": entry["value"] - threshold})
+                        "met": entry["value"] >= threshold, "margin": entry["value"] - threshold,
+                        **({"text_ceiling": text["value"]} if text else {})})
     mine, paper = row.get("test/i2t_R@1"), rows.get(paper_row, {}).get("test/i2t_R@1")
     if mine and paper:
         out.append({"goal": f"captioning R@1 through f >= the {paper_row} row's ({paper['value']:.1f})",
@@ -291,10 +337,11 @@ def run(config: Config = Config()) -> dict[str, Any]:
         setup = load_setup()
     with watch("steps on validation"):
         steps = choose_steps(config, setup)
+    weights = None if steps["inverse_weight"] is None else _weights(setup, steps["inverse_weight"])
     with watch("two-networks MLPs on validation"):
-        reference = train_one(_method_job(setup.chosen, setup, steps["steps"], 0), setup.val.train)
+        reference = train_one(_method_job(setup.chosen, setup, steps["steps"], 0, weights=weights), setup.val.train)
         mlp = tune_mlp(config, setup, steps["steps"], parameter_count(reference.net))
-    rows = final_jobs(config, setup, steps["steps"], mlp)
+    rows = final_jobs(config, setup, steps["steps"], mlp, weights)
     with watch("final trainings"):
         reports = run_jobs([j for jobs in rows.values() for job in jobs for j in _trainable(job)], setup.data,
                            config.workers, train=setup.val.train)
@@ -308,7 +355,8 @@ def run(config: Config = Config()) -> dict[str, Any]:
                                                                   "validation (results/closing_the_gap.json)"},
                "steps": steps, "mlp": mlp, "paper_row": paper_row,
                "paper_source": None if setup.paper is None else setup.paper[1],
-               "generator": {"method": setup.chosen, "steps": steps["steps"], "lr": setup.params.lr, "seed": 0},
+               "generator": {"method": setup.chosen, "steps": steps["steps"], "lr": setup.params.lr, "seed": 0,
+                             "weights": weights},
                "mlp_parameters": parameter_count(reference.net), "chance_all_correct": None if inputs.attributes is None
                else ev.chance_all_correct(inputs.attributes), **scores}
     results["goals"] = goals(scores, setup.chosen, paper_row)
@@ -356,20 +404,47 @@ def render_table(results_folder: Path) -> str:
         bold = "**" if name == r["chosen"]["method"] else ""
         lines.append(f"| {bold}{name}{bold} | {runs} | " + " | ".join(_cell(row, k) for _, k in keys) + " |")
     ceiling = "; ".join(f"{n} {_cell(c, 'all_correct')}" for n, c in r["ceiling"].items())
+    rank = nb05.METHODS[r["chosen"]["method"]].image_rank if r["chosen"]["method"] in nb05.METHODS else 0
+    subspace = "; ".join(f"{n} {_cell(c, f'rank{rank}_all_correct')}" for n, c in r["ceiling"].items()
+                         if f"rank{rank}_all_correct" in c)
+    text = r.get("text_ceiling", {})
+    text_line = "; ".join(f"{n}, {w} wording {_cell(c, 'all_correct')}" for n, ws in text.items() for w, c in ws.items())
     goal_lines = [f"- {g['goal']}: **{'met' if g['met'] else 'missed'}**" +
-                  (f" ({g['value']:.1f} [{g['lo']:.1f}, {g['hi']:.1f}], {g['margin']:+.1f} points)" if "lo" in g
+                  (f" ({g['value']:.1f} [{g['lo']:.1f}, {g['hi']:.1f}], {g['margin']:+.1f} points"
+                   + (f"; text ceiling {g['text_ceiling']:.1f}" if "text_ceiling" in g else "") + ")" if "lo" in g
                    else f" ({g['detail']})") for g in r["goals"]]
+    ceilings = [f"Decoder ceiling (judge on reconstructions of the real test images, % all-correct): {ceiling or '–'}."]
+    if subspace:
+        ceilings.append(f"The chosen method draws inside the image latents' {rank} principal directions; the judge on "
+                        f"decoded rank-{rank} projections of the real test latents: {subspace}.")
+    if text_line:
+        ceilings.append(f"Text ceiling (a linear probe trained on the training captions reads every stated attribute "
+                        f"from the caption embedding, % of the scored captions): {text_line}. No generator trained on "
+                        f"the same captions can be expected to draw what the embedding does not carry to such a "
+                        f"reader.")
     steps = r["steps"]
-    return "\n".join(lines + ["", f"Decoder ceiling (judge on reconstructions of the real test images, % all-correct): "
-                              f"{ceiling or '–'}.", "",
+    return "\n".join(lines + ["", " ".join(ceilings), "",
                               f"Training seeds {list(r['config']['seeds'])} per row (the paper row: notebook 03's "
                               f"network and its configuration with further seeds); the closed-form baselines have "
                               f"none. Timings: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in
                                                              (r['run'] or {}).get('timings', {}).items()) + ".", "",
-                              f"Chosen on validation: `{r['chosen']['method']}` (notebook 05), {steps['steps']} steps "
-                              f"({steps['rule']}; validation unseen rate by steps: " +
-                              ", ".join(f"{s}: {v:.1f}" for s, v in steps["val_unseen"].items()) + ").", ""]
+                              f"Chosen on validation: `{r['chosen']['method']}` (notebook 05), {steps['steps']} steps"
+                              + (f", inverse weight {steps['inverse_weight']:g}" if steps.get("inverse_weight")
+                                 is not None else "") + f" ({steps['rule']}). " + _grid_text(steps), ""]
                  + goal_lines + _versus(r))
+
+
+def _grid_text(steps: Mapping) -> str:
+    """The validation grid of ``choose_steps``, as one sentence."""
+    if "val" not in steps:   # a results file from before the weight grid
+        return "Validation unseen rate by steps: " + ", ".join(f"{s}: {v:.1f}" for s, v in steps["val_unseen"].items()) + "."
+    def number(v: float | None) -> str:   # a diverged run's rates are null in the results file
+        return "–" if v is None or not math.isfinite(v) else f"{v:.1f}"
+
+    def one(e: Mapping) -> str:
+        weight = "" if e["inverse_weight"] is None else f"weight {e['inverse_weight']:g}, "
+        return f"{weight}{e['steps']} steps: {number(e['unseen'])} / {number(e['seen'])} % (R@1 {number(e['r1'])})"
+    return "Validation grid, unseen / seen all-correct and val R@1 through f: " + "; ".join(one(e) for e in steps["val"]) + "."
 
 
 def _versus(r: Mapping) -> list[str]:
@@ -426,9 +501,24 @@ def render_limitations(results_folder: Path) -> str:
         "the rates.",
         f"- **Wording.** The training wording has {len(TRAINING.templates)} sentence shapes and everyday synonyms; "
         f"the held-out wording is a second, disjoint vocabulary of {len(HELDOUT.templates)} shapes, written by the "
-        f"same people. Real users will write captions neither anticipates.",
+        f"same people. Real users will write captions neither anticipates." + _text_limit(r),
+        "- **A frozen sentence encoder.** all-MiniLM-L6-v2 is the paper's choice and the only one available offline "
+        "here; every generator reads its embedding, so what it does not carry from a wording to a reader trained on "
+        "the training captions (the text ceiling) no method here can recover.",
         f"- **Compute.** Every number comes from 2 CPU cores: {compute}. Intervals cover the choice of attribute "
         f"combinations and of training seeds, not the dataset draw, the judge's training or the autoencoder's."])
+
+
+def _text_limit(r: Mapping | None) -> str:
+    """The held-out wording's text ceiling, as a sentence (empty before the final table has run)."""
+    text = (r or {}).get("text_ceiling", {})
+    held = [(n, ws["heldout"]["all_correct"]["value"]) for n, ws in text.items() if "heldout" in ws]
+    if not held:
+        return ""
+    return (" A linear probe trained on the training captions reads every attribute from only "
+            + " / ".join(f"{v:.1f} %" for _, v in held) + f" of the held-out wording's test captions ("
+            + " / ".join(n for n, _ in held) + "): the embedding does not carry the held-out phrases to the "
+            "training phrases, so the held-out goals are beyond any model trained on this wording.")
 
 
 def glance_row(folder: Path) -> str:
@@ -483,8 +573,8 @@ def config_from(params_file: str | None, sets: Sequence[str]) -> Config:
 
     values = params_for("final_table", read_params(params_file), parse_overrides(sets))
     config = params_from_namespace(Config, values)
-    return replace(config, **{f: tuple(getattr(config, f)) for f in ("seeds", "step_grid", "mlp_layers", "mlp_lrs",
-                                                                     "methods")})
+    return replace(config, **{f: tuple(getattr(config, f)) for f in ("seeds", "step_grid", "inverse_weights",
+                                                                     "mlp_layers", "mlp_lrs", "methods")})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,10 @@ processes use a 2-core machine better than one two-thread process for these laye
 returns when every network is in the caches; the caller then loads them (``train_one`` with the
 same job finds the cached network and trains nothing). A job is a JSON-able dict:
 
-- ``{"kind": "method", "name", "overrides": CaptioningConfig fields, "portable": bool}``: a
-  registered method; ``portable`` trains it on the second numeric path (``PORTABLE_ENV``) into
-  its own cache folder (``methods-portable``), so both paths' networks are kept;
+- ``{"kind": "method", "name", "overrides": CaptioningConfig fields, "portable": bool, "weights":
+  {term: weight}}``: a registered method (``weights``, optional: ``Method.reweighted``); ``portable``
+  trains it on the second numeric path (``PORTABLE_ENV``) into its own cache folder
+  (``methods-portable``), so both paths' networks are kept;
 - ``{"kind": "mlp-generator" | "mlp-captioner", "config": MLPConfig fields}``: a baseline MLP.
 
 A job whose loss turns non-finite is reported (job key -> error), not retried, and the others go
@@ -49,7 +50,7 @@ def job_key(job: Mapping[str, Any]) -> str:
 def train_one(job: Mapping[str, Any], train, progress: bool = False):
     """Train (or load from the cache) what ``job`` names; the same call in a worker and here."""
     if job["kind"] == "method":
-        spec = method(job["name"])
+        spec = method(job["name"]).reweighted(job.get("weights"))
         overrides = dict(job["overrides"])
         checkpoint: Any = True
         if job.get("portable"):
