@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,6 +89,15 @@ def test_a_forced_rerun_keeps_the_measurement_it_replaces(tmp_path):
     assert earlier == {"02_autoencoder": {"threads": 2, "git_commit": "aaaa", "seconds": 363.8, "peak_rss_mb": 5325}}
     (tmp_path / "results.json").write_text(json.dumps({"earlier": earlier}))
     assert FR._earlier(tmp_path / "results.json", record, []) == earlier  # carried by the results file
+
+
+def test_an_earlier_measurement_on_another_rehearsal_folder_is_not_carried(tmp_path):
+    rows = {"02_autoencoder": {"seconds": 363.8, "parameters": {"DATA_ROOT": "/old/data"}},
+            "03_captioning": {"seconds": 75.0}}   # no parameters recorded: kept
+    (tmp_path / "results.json").write_text(json.dumps({"earlier": rows}))
+    missing = tmp_path / "no-record.json"
+    assert FR._earlier(tmp_path / "results.json", missing, [], Path("/old/data")) == rows
+    assert FR._earlier(tmp_path / "results.json", missing, [], Path("/new/data")) == {"03_captioning": rows["03_captioning"]}
 
 
 def test_run_child_stops_the_stage_on_sigterm_and_still_reports(tmp_path):

@@ -31,7 +31,7 @@ from invcap import losses, optim
 from invcap.cache import cache_key, cached_path
 from invcap.captioning import caption_targets, check_pair, fit_least_squares
 from invcap.io import save_torch_atomic
-from invcap.linalg import cosine_similarity_matrix
+from invcap.linalg import most_similar
 
 __all__ = ["LeastSquaresModel", "MLPConfig", "MLP", "mlp_width_for", "train_mlp", "TwoNetworks", "NearestNeighbour",
            "inn_parameter_count"]
@@ -265,14 +265,13 @@ class NearestNeighbour:
     @torch.no_grad()
     def caption(self, latents: torch.Tensor) -> torch.Tensor:
         centre = self.latents.mean(dim=0)
-        bank = self.latents - centre
-        nearest = torch.cat([cosine_similarity_matrix(q - centre, bank).argmax(dim=1) for q in latents.float().split(2048)])
+        nearest = most_similar(latents.float() - centre, self.latents - centre)   # blocks: bounded memory
         return caption_targets(self.caption_embeddings)[nearest]
 
     @torch.no_grad()
     def invert(self, caption_embeddings: torch.Tensor, samples: int = 1, seed: int = 0) -> torch.Tensor:
         n, c, d = self.caption_embeddings.shape
         y = _check_captions(caption_embeddings, d)
-        bank = self.caption_embeddings.reshape(n * c, d)
-        nearest = torch.cat([cosine_similarity_matrix(q, bank).argmax(dim=1) for q in y.float().split(2048)])
+        # blocks of queries against all N * C training captions (145k on Flickr30k): bounded memory
+        nearest = most_similar(y.float(), self.caption_embeddings.reshape(n * c, d))
         return _copies(self.latents[nearest // c], samples)

@@ -1,6 +1,8 @@
 """Small float64 pieces shared across the library, written once:
 
 - ``cosine_similarity_matrix(queries, keys)``: (Q, d) x (K, d) -> (Q, K) cosine similarities;
+- ``most_similar(queries, keys)``: per query the index of the most cosine-similar key, in blocks of
+  queries, so that the (Q, K) matrix never exists at once (Flickr30k's 145k training captions);
 - ``principal_directions(x)``: one PCA (mean, unit directions largest spread first, std along
   each), with a deterministic sign per direction;
 - ``label_codes(labels)``: one integer code per hashable label (first seen -> 0), the lookup
@@ -14,11 +16,13 @@ from typing import Hashable, Sequence
 
 import torch
 
-__all__ = ["cosine_similarity_matrix", "Principal", "principal_directions", "label_codes"]
+__all__ = ["cosine_similarity_matrix", "most_similar", "Principal", "principal_directions", "label_codes"]
 
 # Above this many rows the covariance is accumulated in chunks (bounded memory on Flickr30k's
 # 145k captions); below, one matmul, so results do not depend on the chunk size.
 _PCA_CHUNK = 65536
+# most_similar's block: this many float64 similarities at a time (~128 MB), whatever the bank's size.
+SIMILARITY_CELLS = 1 << 24
 
 
 def cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
@@ -29,6 +33,24 @@ def cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor | None = 
     q = torch.nn.functional.normalize(queries.double(), dim=1)
     k = q if keys is queries else torch.nn.functional.normalize(keys.double(), dim=1)
     return q @ k.T
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.double(), dim=1)
+
+
+def most_similar(queries: torch.Tensor, keys: torch.Tensor, cells: int = SIMILARITY_CELLS) -> torch.Tensor:
+    """(Q,) index of the key most cosine-similar to each query (the first on a tie), the same as
+    ``cosine_similarity_matrix(queries, keys).argmax(dim=1)``: the keys are normalised once, and
+    the similarities are formed ``cells // K`` queries at a time (bounded memory for any Q and K)."""
+    if queries.dim() != 2 or keys.dim() != 2 or queries.shape[1] != keys.shape[1]:
+        raise ValueError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be (n, d) with the same d")
+    if keys.shape[0] == 0:
+        raise ValueError("most_similar needs at least one key")
+    unit_keys = _unit_rows(keys)
+    rows = max(1, cells // keys.shape[0])
+    return torch.cat([(_unit_rows(q) @ unit_keys.T).argmax(dim=1) for q in queries.split(rows)]
+                     or [torch.zeros(0, dtype=torch.long)])
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     os.environ.setdefault("INVCAP_CACHE_DIR", str(out / "cache"))
     _backfill(out / "results" / RECORD)
     earlier = _earlier(results_dir() / results_name(images, device), out / "results" / RECORD,
-                       only or STAGES if force else ())
+                       only or STAGES if force else (), data)
     failure = None
     try:
         record = run_stages(params_file, [f"DATA_ROOT={data}", f"DEVICE={device}"], out, force=force,
@@ -200,14 +200,19 @@ def _backfill(record: Path) -> None:
     write_json_atomic(record, driver)
 
 
-def _earlier(results: Path, record: Path, rerun: Sequence[str]) -> dict[str, Any]:
+def _earlier(results: Path, record: Path, rerun: Sequence[str], data: Path | None = None) -> dict[str, Any]:
     """Measurements that a forced rerun replaces (e.g. notebook 02's training, when a later rerun of
     notebook 02 loads the checkpoint it trained), kept beside the new ones: those carried by the
-    results file, plus the driver's finished entries of the stages in ``rerun``."""
+    results file, plus the driver's finished entries of the stages in ``rerun``. A carried entry
+    recorded on another rehearsal folder than ``data`` is dropped: a measurement on a new folder
+    runs every stage from empty caches, so it replaces nothing of that run."""
     try:
         earlier = dict(json.loads(results.read_text()).get("earlier") or {})
     except (FileNotFoundError, json.JSONDecodeError):
         earlier = {}
+    if data is not None:
+        earlier = {stage: row for stage, row in earlier.items()
+                   if (row.get("parameters") or {}).get("DATA_ROOT", str(data)) == str(data)}
     try:
         driver = json.loads(record.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
