@@ -145,6 +145,7 @@ def test_overview_row_states_the_goals_from_the_final_table(tmp_path):
     row = ft.glance_row(tmp_path)
     assert "99.0 / 90.0 % in the training wording" in row and "**missed** by 2 to 10 points" in row
     assert "R@1 goal **met**" in row and row.startswith("| (future work)")
+    assert "the held-out wording's text ceiling is 12.0 %" in row
 
 
 def test_choose_steps_picks_on_validation_among_pairs_that_caption_well(monkeypatch):

@@ -540,6 +540,8 @@ def glance_row(folder: Path) -> str:
         return " / ".join("–" if e is None else f"{e['value']:.1f}" for e in v)
 
     missed = [g for g in goals_ if not g["met"]]
+    held_ceiling = " / ".join(f"{g['text_ceiling']:.1f}" for g in goals_ if g["goal"].startswith("heldout")
+                              and "text_ceiling" in g)
     r1 = next((g for g in r["goals"] if g["goal"].startswith("captioning")), None)
     stable = next((g for g in r["goals"] if "divergence" in g["goal"]), None)
     return (f"| (future work) make inversion of real captions produce meaningful images | `{chosen}` "
@@ -551,6 +553,7 @@ def glance_row(folder: Path) -> str:
             f" | goals (97 / 92 %, held-out 90 / 80 %) **{'met' if not missed else 'missed'}**"
             + (f" by {min(-g['margin'] for g in missed):.0f} to {max(-g['margin'] for g in missed):.0f} points"
                if missed else "")
+            + (f"; the held-out wording's text ceiling is {held_ceiling} %" if held_ceiling else "")
             + (f"; R@1 goal **{'met' if r1['met'] else 'missed'}**" if r1 else "")
             + (f"; no divergence: **{'met' if stable['met'] else 'missed'}**" if stable else "") + " |")
 
