@@ -521,7 +521,8 @@ def _text_limit(r: Mapping | None) -> str:
     return (" A linear probe trained on the training captions reads every attribute from only "
             + " / ".join(f"{v:.1f} %" for _, v in held) + f" of the held-out wording's test captions ("
             + " / ".join(n for n, _ in held) + "): the embedding does not carry the held-out phrases to the "
-            "training phrases, so the held-out goals are beyond any model trained on this wording.")
+            "training phrases, so no model trained on this wording can be expected to reach the held-out goals with this "
+            "encoder.")
 
 
 def glance_row(folder: Path) -> str:
