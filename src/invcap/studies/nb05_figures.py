@@ -190,8 +190,8 @@ def _diverged(runs: Sequence[Mapping]) -> bool:
 def plot_final(results: Mapping):
     """All-attributes-correct rate on the test splits per row, both wordings (no attributes:
     R-precision), and R@1 through f and f^-1: bars with 95 % intervals over combinations and
-    seeds, every seed a dot; a row with a diverged or collapsed seed shows its dots only. Goals
-    and the decoder ceiling are dashed lines."""
+    seeds, every seed a dot; a row with a diverged or collapsed seed shows its dots only. Goals,
+    the decoder ceiling and the text ceiling (``final_table.text_ceiling``) are lines."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -223,12 +223,15 @@ def plot_final(results: Mapping):
         if split is not None and split in results["ceiling"]:
             ax.axhline(results["ceiling"][split]["all_correct"]["value"], color="k", ls=":", lw=0.9,
                        label="decoder ceiling")
+        text = results.get("text_ceiling", {}).get(split, {}).get(key.split("/")[1], {}) if split else {}
+        if "all_correct" in text:   # what a probe reads from the same captions' embeddings
+            ax.axhline(text["all_correct"]["value"], color="tab:green", ls="-.", lw=0.9, label="text ceiling")
         ax.set_ylim(0, 112)
         ax.set_ylabel(label, fontsize=8)
         ax.set_xticks(x)
         ax.set_xticklabels([method_label(n) for n in names], fontsize=5.5)
         if goal is not None or split is not None:
-            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=3, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle("final table on the test splits (bars: mean over seeds with 95% interval over attribute "
