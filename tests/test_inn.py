@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.autograd.functional import jacobian
 
 from invcap import inn
@@ -395,3 +396,32 @@ def test_method_loss_with_the_steps_factors_matches_without():
     torch.testing.assert_close(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b)
+
+
+def test_no_grad_calls_reuse_factors_until_a_parameter_changes():
+    torch.manual_seed(0)
+    layer = randomize_(LULinear(12, learn_diagonal=True))
+    x = torch.randn(40, 12)
+    with torch.no_grad():
+        first = layer._call_factors()
+        assert layer._call_factors() is first                      # built once
+        y = layer(x)
+        assert first.has_weight                                    # W kept with them
+        assert torch.equal(y, F.linear(x, layer.lower @ layer.upper, layer.bias))
+        assert torch.equal(layer.inverse(y), layer.inverse(y, factors=layer.factors()))
+        layer.upper_entries.add_(0.1)                              # an in-place change: new factors
+        assert layer._call_factors() is not first
+        assert torch.allclose(layer(x), x @ (layer.lower @ layer.upper).T + layer.bias, atol=1e-6)
+    assert layer.factors() is not layer.factors()                  # with autograd: always fresh
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(x).square().sum().backward()
+    optimizer.step()                                               # an optimizer step: new factors
+    with torch.no_grad():
+        assert torch.allclose(layer(x), x @ (layer.lower @ layer.upper).T + layer.bias, atol=1e-6)
+        double = layer.double()                                    # .to: new storage, new factors
+        assert torch.allclose(double(x.double()), x.double() @ (double.lower @ double.upper).T + double.bias,
+                              atol=1e-12)
+    state = {k: v.clone() + 0.05 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state)                                   # load_state_dict: new factors
+    with torch.no_grad():
+        assert torch.allclose(layer(x.double()), x.double() @ (layer.lower @ layer.upper).T + layer.bias, atol=1e-12)

@@ -185,6 +185,20 @@ class LULinear(nn.Module):
             0, self._upper_index, torch.cat([self.upper_entries, self.diagonal.to(entries.dtype)]))
         return LUFactors(lower.view(n, n), upper.view(n, n))
 
+    def _call_factors(self) -> LUFactors:
+        """The factors of a call without ``factors=``. With autograd on they are built fresh (the
+        graph needs them); without, they are built once and kept, W included, until a parameter or
+        buffer changes its storage or version counter (an optimizer step, ``load_state_dict``, a
+        ``copy_``, ``.to``): inference then pays for L, U and W once per weight update, not per call."""
+        if torch.is_grad_enabled():
+            return self.factors()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (*self.parameters(), *self.buffers()))
+        cached = self.__dict__.get("_no_grad_factors")
+        if cached is None or cached[0] != key:
+            cached = (key, self.factors())
+            self.__dict__["_no_grad_factors"] = cached
+        return cached[1]
+
     @property
     def lower(self) -> torch.Tensor:
         """L: unit lower-triangular."""
@@ -214,7 +228,7 @@ class LULinear(nn.Module):
         return self._inverse(y, factors)
 
     def _forward(self, x: torch.Tensor, factors: LUFactors | None = None) -> torch.Tensor:
-        f = (factors if factors is not None else self.factors()).to(x.dtype)
+        f = (factors if factors is not None else self._call_factors()).to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         # Dense W costs ~n^3 once, then one matmul (2 B n^2 flops); two triangular matmuls
         # (x U^T) L^T cost 4 B n^2 and no W. The backward scales the same way, so W pays off
@@ -226,7 +240,7 @@ class LULinear(nn.Module):
     def _inverse(self, y: torch.Tensor, factors: LUFactors | None = None) -> torch.Tensor:
         # Solve X (L U)^T = Y - b as L Z = (Y - b)^T, then U X^T = Z: two triangular solves from
         # the left on the transposed view, which is already the column-major layout LAPACK wants.
-        f = (factors if factors is not None else self.factors()).to(y.dtype)
+        f = (factors if factors is not None else self._call_factors()).to(y.dtype)
         shape = y.shape
         rhs = y.reshape(-1, self.features)
         if torch.is_grad_enabled() and (rhs.requires_grad or f.lower.requires_grad or f.upper.requires_grad
