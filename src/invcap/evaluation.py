@@ -315,13 +315,22 @@ def generation(model, captions: CaptionSet, split: Split, decode: Decode, read: 
         if min(reference.shape[-2:]) >= 11:   # SSIM's window
             out["ssim"] = Outcomes(ssim(clean, reference).double().numpy(), clusters)
     if judge is not None and split.attributes is not None:
-        mentions = captions.mentions or [tuple(judge.attributes)] * len(captions.texts)
-        judged = _judged(judge, images, [split.attributes[i] for i in owner.tolist()], mentions)
-        out["all_correct"] = Outcomes(judged.pop("all"), clusters)
-        for name, values in judged.items():
-            keep = ~np.isnan(values)
-            if keep.any():
-                out[f"acc_{name}"] = Outcomes(values[keep], clusters[keep])
+        out.update(_attribute_outcomes(judge, images, captions, split, clusters))
+    return out
+
+
+def _attribute_outcomes(reader, inputs: torch.Tensor, captions: CaptionSet, split: Split,
+                        clusters: np.ndarray) -> dict[str, Outcomes]:
+    """``all_correct`` (every stated attribute right) and ``acc_<attribute>`` (over the captions that
+    state it) of a reader with ``attributes`` and ``predict_indices``: the judge on generated images,
+    or ``CaptionProbe`` on caption embeddings."""
+    mentions = captions.mentions or [tuple(reader.attributes)] * len(captions.texts)
+    judged = _judged(reader, inputs, [split.attributes[i] for i in captions.image.tolist()], mentions)
+    out = {"all_correct": Outcomes(judged.pop("all"), clusters)}
+    for name, values in judged.items():
+        keep = ~np.isnan(values)
+        if keep.any():
+            out[f"acc_{name}"] = Outcomes(values[keep], clusters[keep])
     return out
 
 
@@ -465,12 +474,4 @@ def text_ceiling(probe: CaptionProbe, captions: CaptionSet, split: Split) -> dic
     right from the embedding) and ``acc_<attribute>``, with the same clusters and rules as ``generation``."""
     if split.attributes is None:
         raise ValueError(f"split {split.name!r} has no attributes: there is nothing for the probe to read")
-    mentions = captions.mentions or [tuple(probe.attributes)] * len(captions.texts)
-    clusters = split.clusters()[captions.image.numpy()]
-    judged = _judged(probe, captions.embeddings, [split.attributes[i] for i in captions.image.tolist()], mentions)
-    out = {"all_correct": Outcomes(judged.pop("all"), clusters)}
-    for name, values in judged.items():
-        keep = ~np.isnan(values)
-        if keep.any():
-            out[f"acc_{name}"] = Outcomes(values[keep], clusters[keep])
-    return out
+    return _attribute_outcomes(probe, captions.embeddings, captions, split, split.clusters()[captions.image.numpy()])

@@ -294,11 +294,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "output (weight 0.01, temperature 0.05)", (Inverse(), Contrastive()), image_rank=_PROJECTED),
     Method("bidirectional+projected+contrastive+shallow", "bidirectional+projected+contrastive with 4 LU layers "
            "instead of 6", (Inverse(), Contrastive()), {"depth": 4}, image_rank=_PROJECTED),
-    # The image subspace caps what f^-1 can draw (notebook 05's ceiling table): on the validation
-    # splits the judge reads all four attributes from decoded rank-32 projections of real latents at
-    # ~88 % (seen) / ~69 % (unseen), rank-64 ones at ~99 / ~92 %, rank-128 ones at ~100 / ~97 % (the
-    # full latent: 100 / 97 %). Rank 64 caps unseen combinations at the issue's goal itself, so the
-    # wider subspace is the one registered; notebook 05 compares it with rank 32 on validation.
+    # The image subspace caps what f^-1 can draw. Notebook 05's ceiling table (validation splits):
+    # the judge reads all four attributes from decoded rank-32 projections of real latents at ~88 %
+    # (seen) / ~69 % (unseen), rank-128 ones at ~100 / ~97 % (the full latent: 100 / 97 %). A
+    # one-off validation trial of rank 64 (same measurement, not part of any notebook) gave ~99 / ~92 %:
+    # it caps unseen combinations at the issue's goal itself, so the wider subspace is the one
+    # registered; notebook 05 compares it with rank 32 on validation.
     Method("bidirectional+projected128+contrastive+shallow", "bidirectional+projected+contrastive+shallow with the "
            "inverse loss in the image latents' 128 principal directions instead of 32", (Inverse(), Contrastive()),
            {"depth": 4}, image_rank=128),
