@@ -112,3 +112,15 @@ def test_reference_layer_is_the_same_function():
     with torch.no_grad():
         torch.testing.assert_close(bench.reference_forward(layer, x), layer(x))
         torch.testing.assert_close(bench.reference_inverse(layer, layer(x)), x)
+
+
+def test_the_cuda_block_says_when_nothing_ran_and_renders_a_gpu_report(tmp_path):
+    from invcap.bench import CUDA_RESULTS, render_cuda, repo_root
+    assert "no GPU was lent" in render_cuda(tmp_path)
+    committed = repo_root() / "results" / CUDA_RESULTS
+    if not committed.is_file():
+        pytest.skip("no CUDA bench results committed")
+    (tmp_path / CUDA_RESULTS).write_text(committed.read_text())
+    block = render_cuda(tmp_path)
+    assert "--device cuda" in block and "| `LULinear` inverse |" in block
+    assert "**bfloat16**" in block and "Training step depth" in block

@@ -135,3 +135,35 @@ def test_stages_of_an_older_record_get_the_threads_and_commit_of_its_run(tmp_pat
     stages = json.loads(record.read_text())["stages"]
     assert stages["images"] == {"status": "done", "seconds": 67.4, "threads": 2, "git_commit": "aaaa"}
     assert stages["03_captioning"] == {"seconds": 9.0, "threads": 1, "git_commit": "bbbb"}
+
+
+def test_collect_turns_a_stopped_runs_record_and_log_into_the_measured_gpu_column(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVCAP_RESULTS_DIR", str(tmp_path / "results"))
+    run = {"device": {"type": "cuda", "name": "NVIDIA H200", "threads": 16}, "git_commit": "abcdef0123456789",
+           "git_dirty": False, "versions": {"torch": "2.11.0+cu130"}, "config": {"IMAGE_SIZE": 64}}
+    record = tmp_path / "flickr30k.json"
+    record.write_text(json.dumps({"run": run, "stages": {
+        "images": {"status": "done", "seconds": 28.3, "peak_rss_mb": 1178, "threads": 16, "parameters": {}},
+        "03_captioning": {"status": "done", "seconds": 91.6, "peak_rss_mb": 3827, "threads": 16}}}))
+    log = tmp_path / "run.log"
+    log.write_text("/tmp/x/data: 31783 images, 158915 captions, splits {'train': 29000} (written in 19 s)\n")
+    result = FR.collect(record, log, 31783, "cuda", "params/flickr30k.yaml", note="Stopped by the lease.")
+    assert result["stages"]["rehearsal"]["seconds"] == 19.0 and result["captions"] == 158915
+    assert result["stages"]["05_closing_the_inversion_gap"] == {"status": "not reached"}
+    assert result["total_seconds"] == round(19.0 + 28.3 + 91.6, 1) and result["peak_rss_mb"] == 3827
+    assert not result["complete"] and (tmp_path / "results" / "flickr30k_rehearsal_cuda.json").is_file()
+    with pytest.raises(ValueError, match="rehearsal generation line"):
+        FR.collect(record, log, 300, "cuda", "params/flickr30k.yaml", note="")
+    cpu = {"run": {"device": {"name": "x86_64", "threads": 1}, "git_commit": "0123456789abcdef"},
+           "images": 31783, "captions": 158915, "image_size": 64, "total_seconds": 100.0,
+           "stages": {"03_captioning": {"status": "done", "seconds": 42.0, "peak_rss_mb": 3000},
+                      "05_closing_the_inversion_gap": {"status": "done", "seconds": 300.0, "peak_rss_mb": 3000}},
+           "peak_rss_mb": 3000, "goal_peak_rss_mb": 8192, "goal_met": True, "shortened": {},
+           "gpu_projection_seconds": {"03_captioning": 144.0, "05_closing_the_inversion_gap": 1188.0}}
+    (tmp_path / "results" / FR.RESULTS_FILE).write_text(json.dumps(cpu))
+    block = FR.render_block(tmp_path / "results")
+    assert "| measured, NVIDIA H200, full lengths |" in block
+    assert "| notebook 03: captioning | 42 s | 1 | 2.9 GB | 2.4 min | 92 s |" in block
+    assert "| notebook 05: closing the inversion gap | 5.0 min | 1 | 2.9 GB | 19.8 min | not reached |" in block
+    assert "where the projection said 2.4 min" in block and "aim of 10 minutes for the whole run is missed" in block
+    assert block.rstrip().endswith("Stopped by the lease.")

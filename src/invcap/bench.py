@@ -46,7 +46,7 @@ from invcap.io import read_json, replace_marked_block, repo_root, results_dir, w
 from invcap.repro import run_record, seed_everything
 
 __all__ = ["BenchConfig", "time_interleaved", "load_nflows_lulinear", "reference_forward", "reference_inverse",
-           "bench_layer", "bench_train_step", "bench_captioning_loop", "run", "render", "render_report", "update_readme", "README_BLOCKS",
+           "bench_layer", "bench_train_step", "bench_captioning_loop", "run", "render", "render_cuda", "render_report", "update_readme", "README_BLOCKS",
            "main"]
 
 TARGETS = {"forward_vs_matmul": 1.3, "inverse_vs_matmul": 2.0, "forward_vs_nflows": 1.0, "inverse_vs_nflows": 1.0}
@@ -506,6 +506,9 @@ def _x(r: dict | None) -> str:
     return "–" if r is None else f"{r['median']:.2f}x [{r['min']:.2f}–{r['max']:.2f}]"
 
 
+CUDA_RESULTS = "bench_inn_cuda.json"
+
+
 def render(results: Path) -> str:
     """Markdown for the README's ``bench`` block, from ``results/bench_inn.json``."""
     path = Path(results) / "bench_inn.json"
@@ -517,19 +520,47 @@ def render(results: Path) -> str:
     return render_report(report)
 
 
-def render_report(r: dict) -> str:
+def render_cuda(results: Path) -> str:
+    """Markdown for the README's ``bench-cuda`` block, from ``results/bench_inn_cuda.json``
+    (``scripts/gpu_bench.sh``), with the bfloat16 run summarised below the float32 tables."""
+    path = Path(results) / CUDA_RESULTS
+    if not path.is_file():
+        return "Not measured: no GPU was lent yet (`scripts/gpu_bench.sh` writes results/bench_inn_cuda.json)."
+    r = read_json(path, "scripts/gpu_bench.sh")
+    lines = [render_report(r, source=f"results/{CUDA_RESULTS}")]
+    for dtype, part in (r.get("by_dtype") or {}).items():
+        t, skipped = part["layer"]["timings"], part["layer"].get("unsupported", {})
+        ran = ", ".join(f"{name} {_ms(t[name])} ms" for name in ("plain_matmul", "forward", "nflows_forward") if name in t)
+        lines += ["", f"**{dtype}** (the training step under autocast; parameters and losses stay float32): one layer, "
+                  f"batch {r['run']['config']['batch']}: {ran}."]
+        if skipped:
+            kinds = sorted({v.split(":")[-1].strip() for v in skipped.values()})
+            lines.append(f"Not run in {dtype} (no kernel in this torch): {', '.join(sorted(skipped))} ({'; '.join(kinds)}).")
+        for row in part["train_step"]["rows"]:
+            rt = row["timings"]
+            if "shared_factors" in rt:
+                lines.append(f"Training step depth {row['depth']}, {'forward + inverse' if row['inverse_loss'] else 'forward'}"
+                             f" loss: {rt['shared_factors']['median_ms']:.1f} ms ({row['steps_per_s']['shared_factors']:.1f}/s).")
+    return "\n".join(lines)
+
+
+def render_report(r: dict, source: str = "results/bench_inn.json") -> str:
     """The Markdown of one bench report (what ``run`` returns)."""
     cfg, m, layer = r["run"]["config"], r["machine"], r["layer"]
     shares = [v for v in m.get("other_processes_cpu_share", {}).values() if v is not None]
     others = "an unknown share" if not shares else f"{100 * min(shares):.0f}–{100 * max(shares):.0f} %"
     t, ratios = layer["timings"], layer["ratios"]
-    lines = [f"`make bench` (`python -m invcap.bench`) at commit `{r['run']['git_commit'][:10]}`"
+    device = r["run"].get("device") or {}
+    where = (f"on {device.get('name', 'a GPU')} (torch {r['run']['versions'].get('torch')}, {m['cores']} CPU cores beside it)"
+             if device.get("type") == "cuda" else
+             f"{m['torch_threads']} torch thread(s) on {m['cores']} cores ({m['cpu']}, {m['cpu_capability']}, "
+             f"OMP_WAIT_POLICY={m['omp_wait_policy']})")
+    lines = [f"`python -m invcap.bench --device {cfg.get('device', 'cpu')}` at commit `{r['run']['git_commit'][:10]}`"
              f"{' (dirty tree)' if r['run']['git_dirty'] else ''}, {r['run']['created_utc']}: n = {cfg['features']}, "
-             f"{r['dtype']}, {m['torch_threads']} torch thread(s) on {m['cores']} cores ({m['cpu']}, {m['cpu_capability']}, "
-             f"OMP_WAIT_POLICY={m['omp_wait_policy']}). The machine is shared: other processes took {others} of its "
+             f"{r['dtype']}, {where}. The machine is shared: other processes took {others} of its "
              f"CPU time during the parts of this run. Every time is the median of {cfg['repeats']} calls (a "
              f"training step: {cfg['net_repeats']}) with [min–max]; calls of one table are interleaved, and every ratio "
-             f"is the median [min–max] of the ratios within one round. Source: `results/bench_inn.json`.", "",
+             f"is the median [min–max] of the ratios within one round. Source: `{source}`.", "",
              f"**One layer, batch {cfg['batch']}** (ms):", "", "| operation | ms | vs plain matmul |", "|---|---|---|"]
     names = [("plain_matmul", "plain `x @ W.T` (W precomputed)"), ("fused_linear", "`F.linear(x, W, b)`"),
              ("forward", "`LULinear` forward"), ("inverse", "`LULinear` inverse"),
@@ -585,7 +616,7 @@ def render_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-README_BLOCKS = {"bench": render}
+README_BLOCKS = {"bench": render, "bench-cuda": render_cuda}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["measure", "results_name", "render_block", "projection", "README_BLOCKS", "KEY_NUMBERS", "RESULTS_FILE",
+__all__ = ["measure", "collect", "results_name", "render_block", "projection", "README_BLOCKS", "KEY_NUMBERS", "RESULTS_FILE",
            "GOAL_PEAK_MB", "FINAL_TABLE_KNOBS"]
 
 RESULTS_FILE = "flickr30k_rehearsal.json"
@@ -187,6 +187,44 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     return result
 
 
+def collect(record: str | Path, log: str | Path, images: int, device: str, params_file: str | Path,
+            note: str) -> dict[str, Any]:
+    """The results file of a run that was stopped before ``measure`` could write it (a device lease
+    that ran out): every finished stage from the driver record ``WORK/out/results/flickr30k.json``, the
+    generation time and counts from the run's log, and every stage not reached marked so. ``note``
+    says why it stopped and what differed from a plain run; it is printed under the README table."""
+    import re
+
+    from invcap.io import results_dir, write_json_atomic
+    from invcap.studies.flickr30k import STAGES
+
+    driver = json.loads(Path(record).read_text())
+    text = Path(log).read_text()
+    counts = re.search(r": (\d+) images, (\d+) captions, splits .* \((?:written in|reused)(?: (\d+) s)?", text)
+    if counts is None or int(counts.group(1)) != images:
+        raise ValueError(f"{log} does not hold the rehearsal generation line for {images} images")
+    stages: dict[str, dict[str, Any]] = {}
+    if counts.group(3) is not None:
+        stages["rehearsal"] = {"status": "done", "seconds": float(counts.group(3)), "peak_rss_mb": None,
+                               "threads": driver["run"]["device"].get("threads"),
+                               "git_commit": driver["run"].get("git_commit")}
+    for stage in STAGES:
+        row = driver.get("stages", {}).get(stage)
+        stages[stage] = ({k: row[k] for k in ("status", "seconds", "peak_rss_mb", "threads", "git_commit") if k in row}
+                         if row else {"status": "not reached"})
+    done = [row for row in stages.values() if row.get("status") == "done"]
+    peaks = [row["peak_rss_mb"] for row in done if row.get("peak_rss_mb")]
+    result = {"run": driver["run"], "images": images, "captions": int(counts.group(2)), "stages": stages,
+              "total_seconds": round(sum(row["seconds"] for row in done), 1),
+              "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
+              "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB, "shortened": _lengths(Path(params_file)),
+              "image_size": driver["run"]["config"].get("IMAGE_SIZE"), "params_file": str(params_file),
+              "gpu_measured": device.startswith("cuda"), "complete": all(r.get("status") == "done" for r in stages.values()),
+              "note": note, "collected_from": {"record": Path(record).name, "log": Path(log).name}}
+    write_json_atomic(results_dir() / results_name(images, device), result)
+    return result
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
@@ -250,11 +288,23 @@ def render_block(results: Path) -> str:
         return "_Not measured yet: `python -m invcap.studies.flickr30k_rehearsal measure` writes results/flickr30k_rehearsal.json._"
     r = json.loads(path.read_text())
     proj = r.get("gpu_projection_seconds", {})
+    gpu = _read(Path(results) / results_name(r["images"], "cuda"))
+    gpu_stages = gpu.get("stages", {})
+
+    def measured(stage: str) -> str:
+        row = gpu_stages.get(stage)
+        if row is None:
+            return "-"
+        return _fmt_s(row["seconds"]) if row.get("status") == "done" and row.get("seconds") is not None \
+            else str(row.get("status", "-"))
+
+    gpu_name = gpu.get("run", {}).get("device", {}).get("name", "one GPU")
     lines = [f"Measured on {r['run']['device'].get('name', 'cpu')}, {r['images']:,} images / {r['captions']:,} "
              f"captions at {r.get('image_size')} px (threads per stage in the table), results written at "
              f"commit `{r['run']['git_commit'][:10]}`:", "",
-             "| stage | CPU wall time | threads | peak memory | projected, one GPU, full lengths |",
-             "|---|---|---|---|---|"]
+             "| stage | CPU wall time | threads | peak memory | projected, one GPU, full lengths |"
+             + (f" measured, {gpu_name}, full lengths |" if gpu else ""),
+             "|---|---|---|---|---|" + ("---|" if gpu else "")]
     threads = r["run"]["device"].get("threads")
     for stage, row in r["stages"].items():
         peak = f"{row['peak_rss_mb'] / 1024:.1f} GB" if row.get("peak_rss_mb") else "-"
@@ -262,11 +312,14 @@ def render_block(results: Path) -> str:
                   " (**stopped unfinished** at the deadline)" if str(row["status"]).startswith("stopped")
                   else f" ({row['status']})")
         lines.append(f"| {LABELS.get(stage, stage)}{status} | {_fmt_s(row.get('seconds'))} | "
-                     f"{row.get('threads', threads)} | {peak} | {_fmt_s(proj.get(stage))} |")
+                     f"{row.get('threads', threads)} | {peak} | {_fmt_s(proj.get(stage))} |"
+                     + (f" {measured(stage)} |" if gpu else ""))
     total_proj = sum(proj.values())
     peak = r.get("peak_rss_mb")
-    lines.append(f"| **total** | **{_fmt_s(r['total_seconds'])}** | | **{peak / 1024:.1f} GB** | **{_fmt_s(total_proj)}** |"
-                 if peak else f"| **total** | **{_fmt_s(r['total_seconds'])}** | | - | **{_fmt_s(total_proj)}** |")
+    gpu_total = (f" **{_fmt_s(gpu['total_seconds'])}**{'' if gpu.get('complete') else ' (stages finished)'} |"
+                 if gpu else "")
+    lines.append(f"| **total** | **{_fmt_s(r['total_seconds'])}** | | **{peak / 1024:.1f} GB** | **{_fmt_s(total_proj)}** |{gpu_total}"
+                 if peak else f"| **total** | **{_fmt_s(r['total_seconds'])}** | | - | **{_fmt_s(total_proj)}** |{gpu_total}")
     commits = {}
     for stage, row in r["stages"].items():
         commits.setdefault(str(row.get("git_commit", r["run"]["git_commit"]))[:10], []).append(LABELS.get(stage, stage))
@@ -290,9 +343,22 @@ def render_block(results: Path) -> str:
     lines += ["", f"Training shortened for the CPU: {short or 'nothing'}." + (f" Also changed: {also}." if also else "")
               + f" {verdict}"
               + (f" **Not measured yet at full size:** {', '.join(missing)}." if missing else ""),
-              "The GPU column is a projection, not a measurement (no GPU was lent): a process start "
+              "The projected column is not a measurement: a process start "
               f"({r.get('gpu_startup_seconds', STARTUP_SECONDS):.0f} s) plus the CPU time scaled to the full lengths "
               "and divided by an assumed speed-up per stage (listed in the results file)."]
+    if gpu:
+        run = gpu["run"]
+        same = [s for s, row in gpu_stages.items() if row.get("status") == "done" and s in proj]
+        lines += ["", f"The measured column is `scripts/gpu_rehearsal.sh` on one {gpu_name} with "
+                  f"{run['device'].get('threads')} CPU threads, torch {run['versions'].get('torch')}, the full "
+                  f"training lengths of `{gpu.get('params_file', FULL_PARAMS)}`, commit `{run['git_commit'][:10]}`"
+                  f"{' (dirty tree)' if run.get('git_dirty') else ''} (`results/{results_name(gpu['images'], 'cuda')}`). "
+                  f"Over the stages it finished it took {_fmt_s(gpu['total_seconds'])} where the projection said "
+                  f"{_fmt_s(sum(proj[s] for s in same))}"
+                  + ("" if gpu.get("complete") else
+                     f"; the aim of 10 minutes for the whole run is missed, with "
+                     f"{', '.join(LABELS.get(s, s) for s, row in gpu_stages.items() if row.get('status') != 'done')} "
+                     "still to run") + ". " + gpu.get("note", "")]
     return "\n".join(lines)
 
 
@@ -313,7 +379,23 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--stages", default=None, help="comma-separated subset of the stages (default: all); a later "
                    "call without it runs the rest, skipping those that finished")
     commands.add_parser("render", help="print the README block from results/")
+    c = commands.add_parser("collect", help="write the results file of a stopped run from its driver record and log")
+    c.add_argument("--record", required=True, help="WORK/out/results/flickr30k.json of the stopped run")
+    c.add_argument("--log", required=True, help="the run's output (holds the rehearsal generation line)")
+    c.add_argument("--images", type=int, default=31783)
+    c.add_argument("--device", default="cuda")
+    c.add_argument("--params", default=FULL_PARAMS)
+    c.add_argument("--note", required=True, help="why it stopped, and what differed from a plain run")
     args = parser.parse_args(argv)
+    if args.command == "collect":
+        try:
+            result = collect(args.record, args.log, args.images, args.device, args.params, args.note)
+        except (FileNotFoundError, ValueError, KeyError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote results/{results_name(args.images, args.device)}: {_fmt_s(result['total_seconds'])} over the "
+              f"stages that finished")
+        return 0
     if args.command == "render":
         from invcap.io import results_dir
 
