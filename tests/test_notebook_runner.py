@@ -1,6 +1,7 @@
 """invcap.studies.notebooks: the papermill runner behind `make paper` and `make flickr30k`."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -88,3 +89,16 @@ def test_timings_of_two_chains_side_by_side_are_all_kept(tmp_path, monkeypatch):
         w.join()
     timings = json.loads((tmp_path / "results" / notebooks.TIMINGS_FILE).read_text())
     assert set(timings) == {f"{p}{i}" for p in "ab" for i in range(25)}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_of_each_notebook(path):
+    # papermill's parser drops (with only a warning) a line whose comment holds '=', e.g. '>= 97 %':
+    # `papermill --help-notebook` would then not list that parameter.
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    names = [line.split("=", 1)[0].strip() for line in cell.source.splitlines()
+             if line and not line.startswith(("#", " ")) and "=" in line.split("#", 1)[0]]
+    assert [p.name for p in PythonTranslator.inspect(cell)] == names
