@@ -32,8 +32,8 @@ from torch import nn
 # Rows per pair of triangular solves in the no-grad inverse on CPU. Few, large solves: each solve is
 # one OpenMP parallel region, and under OMP_WAIT_POLICY=PASSIVE (the Makefile's setting) every region
 # wakes sleeping threads. Measured at n = 384 on 2 AVX-512 cores under PASSIVE, inverse / plain matmul:
-# 512-row blocks 2.33x, 4096 1.44x, one solve 1.44x at batch 4096; 1.79x / 1.38x / 1.37x with
-# 512 / 8192 / 32768-row blocks at batch 32768. So one solve for any realistic batch.
+# 512-row blocks 2.33x, one solve 1.44x at batch 4096; 1.79x / 1.38x / 1.37x with 512 / 8192 /
+# 32768-row blocks at batch 32768. So one solve for any realistic batch (the values are the same).
 INVERSE_BLOCK_ROWS = 65536
 
 __all__ = ["LULinear", "LUFactors", "InvertibleLeakyReLU", "InvertibleMLP", "NetworkFactors", "LayerConditioning", "Conditioning", "in_precision"]

@@ -51,6 +51,7 @@ GPU_ASSUMPTIONS = {
 }
 # The final table's knobs that set how much it trains (their defaults: final_table.Config's).
 FINAL_TABLE_KNOBS = ("SEEDS", "STEP_GRID", "INVERSE_WEIGHTS")
+GPU_AIM_SECONDS = 600.0  # scripts/gpu_rehearsal.sh: the whole full-size run within 10 minutes on one H200
 STARTUP_SECONDS = 10.0  # a process start (Python, torch, a Jupyter kernel): not faster on a GPU
 
 
@@ -166,16 +167,12 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     stages.update({k: {kk: v[kk] for kk in ("status", "seconds", "peak_rss_mb", "threads", "git_commit") if kk in v}
                    for k, v in record["stages"].items()})
     lengths = _lengths(params_file)
-    done = [s for s in stages.values() if s.get("seconds") is not None]
-    peaks = [s["peak_rss_mb"] for s in done if s.get("peak_rss_mb")]
     result = {
         "run": run_record({"images": images, "params_file": str(params_file.name), "workers": workers},
                           0, device, data=record["run"]["data"], timings={k: v["seconds"] for k, v in stages.items()
                                                                          if v.get("seconds") is not None}),
         "images": images, "captions": manifest["counts"]["captions"], "rehearsal": manifest["counts"],
-        "stages": stages, "total_seconds": round(sum(s["seconds"] for s in done), 1),
-        "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
-        "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB,
+        "stages": stages, **_totals(stages),
         "shortened": lengths, "also_changed": other_changes(params_file), "image_size": record["run"]["config"].get("IMAGE_SIZE"),
         "gpu_projection_seconds": projection(stages, lengths),
         "gpu_assumptions": {k: {"speedup": v[0], "why": v[1]} for k, v in GPU_ASSUMPTIONS.items()},
@@ -185,6 +182,15 @@ def measure(images: int, params_file: str | Path, work: str | Path, workers: int
     if failure is not None:
         raise failure
     return result
+
+
+def _totals(stages: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Total seconds and peak memory over the stages that have a time, and the memory goal's verdict."""
+    timed = [row for row in stages.values() if row.get("seconds") is not None]
+    peaks = [row["peak_rss_mb"] for row in timed if row.get("peak_rss_mb")]
+    return {"total_seconds": round(sum(row["seconds"] for row in timed), 1),
+            "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
+            "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB}
 
 
 def collect(record: str | Path, log: str | Path, images: int, device: str, params_file: str | Path,
@@ -212,12 +218,8 @@ def collect(record: str | Path, log: str | Path, images: int, device: str, param
         row = driver.get("stages", {}).get(stage)
         stages[stage] = ({k: row[k] for k in ("status", "seconds", "peak_rss_mb", "threads", "git_commit") if k in row}
                          if row else {"status": "not reached"})
-    done = [row for row in stages.values() if row.get("status") == "done"]
-    peaks = [row["peak_rss_mb"] for row in done if row.get("peak_rss_mb")]
     result = {"run": driver["run"], "images": images, "captions": int(counts.group(2)), "stages": stages,
-              "total_seconds": round(sum(row["seconds"] for row in done), 1),
-              "peak_rss_mb": max(peaks) if peaks else None, "goal_peak_rss_mb": GOAL_PEAK_MB,
-              "goal_met": bool(peaks) and max(peaks) <= GOAL_PEAK_MB, "shortened": _lengths(Path(params_file)),
+              **_totals(stages), "shortened": _lengths(Path(params_file)),
               "image_size": driver["run"]["config"].get("IMAGE_SIZE"), "params_file": str(params_file),
               "gpu_measured": device.startswith("cuda"), "complete": all(r.get("status") == "done" for r in stages.values()),
               "note": note, "collected_from": {"record": Path(record).name, "log": Path(log).name}}
@@ -355,11 +357,17 @@ def render_block(results: Path) -> str:
                   f"{' (dirty tree)' if run.get('git_dirty') else ''} (`results/{results_name(gpu['images'], 'cuda')}`). "
                   f"Over the stages it finished it took {_fmt_s(gpu['total_seconds'])} where the projection said "
                   f"{_fmt_s(sum(proj[s] for s in same))}"
-                  + ("" if gpu.get("complete") else
-                     f"; the aim of 10 minutes for the whole run is missed, with "
-                     f"{', '.join(LABELS.get(s, s) for s, row in gpu_stages.items() if row.get('status') != 'done')} "
-                     "still to run") + ". " + gpu.get("note", "")]
+                  + _aim_text(gpu) + ". " + gpu.get("note", "")]
     return "\n".join(lines)
+
+
+def _aim_text(gpu: Mapping[str, Any]) -> str:
+    """The GPU run against ``GPU_AIM_SECONDS`` ("" when every stage finished)."""
+    todo = [LABELS.get(s, s) for s, row in gpu["stages"].items() if row.get("status") != "done"]
+    if not todo:
+        return ""
+    return (f"; the aim of {GPU_AIM_SECONDS / 60:.0f} minutes for the whole run is missed, with {', '.join(todo)} "
+            "still to run")
 
 
 README_BLOCKS = {"flickr30k-rehearsal": render_block}
@@ -387,28 +395,22 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--params", default=FULL_PARAMS)
     c.add_argument("--note", required=True, help="why it stopped, and what differed from a plain run")
     args = parser.parse_args(argv)
-    if args.command == "collect":
-        try:
-            result = collect(args.record, args.log, args.images, args.device, args.params, args.note)
-        except (FileNotFoundError, ValueError, KeyError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote results/{results_name(args.images, args.device)}: {_fmt_s(result['total_seconds'])} over the "
-              f"stages that finished")
-        return 0
     if args.command == "render":
         from invcap.io import results_dir
 
         print(render_block(results_dir()))
         return 0
     try:
-        result = measure(args.images, args.params, args.work, args.workers, args.device, args.force,
-                         args.stages.split(",") if args.stages else None)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        if args.command == "collect":
+            result = collect(args.record, args.log, args.images, args.device, args.params, args.note)
+        else:
+            result = measure(args.images, args.params, args.work, args.workers, args.device, args.force,
+                             args.stages.split(",") if args.stages else None)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote results/{results_name(args.images, args.device)}: total {_fmt_s(result['total_seconds'])}, "
-          f"peak {result['peak_rss_mb']} MB")
+    print(f"wrote results/{results_name(args.images, args.device)}: total {_fmt_s(result['total_seconds'])} over the "
+          f"stages that ran, peak {result['peak_rss_mb']} MB")
     return 0
 
 
